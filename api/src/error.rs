@@ -1,0 +1,194 @@
+//! The API's error type: every failure a handler can return, mapped to a problem+json answer.
+//! Internal causes are logged, never sent to the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gengate_shared::accounts::AccountError;
+use gengate_shared::ledger::LedgerError;
+use gengate_shared::problem::Problem;
+
+/// Result of a handler.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+pub use gengate_shared::problem::FieldError;
+
+/// What can go wrong while answering a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Nothing at this path, or an object the caller may not see.
+    #[error("not found")]
+    NotFound,
+    /// Missing or wrong credentials (the reason is for logs only).
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    /// The API key sent requests faster than its limit; retry after this long.
+    #[error("rate limited")]
+    RateLimited(std::time::Duration),
+    /// The request names every field that is wrong.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// An answer already shaped for the client.
+    #[error("{}", .0.detail)]
+    Problem(Box<Problem>),
+    /// The ledger refused.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// A database failure.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Anything else unexpected.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl gengate_shared::db::Transient for ApiError {
+    fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Ledger(err) => err.is_transient(),
+            ApiError::Database(err) => err.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        ApiError::Problem(Box::new(problem))
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(err: AccountError) -> Self {
+        match err {
+            AccountError::EmailTaken(email) => Problem::new(
+                StatusCode::CONFLICT,
+                "email_taken",
+                "Email taken",
+                format!("a user with email {email} already exists"),
+            )
+            .into(),
+            AccountError::Ledger(err) => err.into(),
+            AccountError::Database(err) => err.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::NotFound => {
+                Problem::new(StatusCode::NOT_FOUND, "not_found", "Not found", "no such resource")
+                    .into_response()
+            }
+            ApiError::Unauthorized(_) => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "a valid `Authorization: Bearer` credential is required",
+            )
+            .into_response(),
+            ApiError::RateLimited(wait) => {
+                let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+                let mut response = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "Rate limited",
+                    format!("too many requests for this API key; retry in {seconds} s"),
+                )
+                .with("retry_after", seconds)
+                .into_response();
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(seconds),
+                );
+                response
+            }
+            ApiError::Validation(errors) => {
+                let detail = errors.iter().map(|e| e.field.as_str()).collect::<Vec<_>>().join(", ");
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    "Validation failed",
+                    format!("invalid fields: {detail}"),
+                )
+                .with("errors", serde_json::to_value(errors).unwrap_or_default())
+                .into_response()
+            }
+            ApiError::Problem(problem) => problem.into_response(),
+            ApiError::Ledger(err) => ledger_problem(err),
+            ApiError::Database(sqlx::Error::PoolTimedOut) => {
+                // Every connection is busy: the request was not started, and a retry may succeed.
+                tracing::warn!("no database connection became free in time; answering 503");
+                let mut response = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "Overloaded",
+                    "the service is busy; retry shortly",
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(1));
+                response
+            }
+            ApiError::Database(err) => {
+                tracing::error!(error = %err, "database error");
+                internal()
+            }
+            ApiError::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "internal error");
+                internal()
+            }
+        }
+    }
+}
+
+fn ledger_problem(err: LedgerError) -> Response {
+    match err {
+        LedgerError::InsufficientCredits { balance, cost } => Problem::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_credits",
+            "Insufficient credits",
+            format!("this needs {cost} credits; the balance is {balance}"),
+        )
+        .with("balance", balance)
+        .with("cost", cost)
+        .into_response(),
+        LedgerError::OutstandingDebt { debt } => Problem::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "outstanding_debt",
+            "Outstanding debt",
+            format!("{debt} credits are owed; they are paid from the next grant"),
+        )
+        .with("debt", debt)
+        .into_response(),
+        LedgerError::InvalidAmount(amount) => ApiError::Validation(vec![FieldError::new(
+            "amount",
+            format!("must be positive, got {amount}"),
+        )])
+        .into_response(),
+        LedgerError::OrderNoConflict { order_no } => Problem::new(
+            StatusCode::CONFLICT,
+            "order_conflict",
+            "Order already used",
+            format!("order {order_no} was already granted to another user"),
+        )
+        .into_response(),
+        LedgerError::UnknownUser => ApiError::NotFound.into_response(),
+        LedgerError::Inconsistent(what) => {
+            tracing::error!(what, "ledger inconsistency");
+            internal()
+        }
+        LedgerError::Database(err) => ApiError::Database(err).into_response(),
+    }
+}
+
+fn internal() -> Response {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "the request could not be completed; it is safe to retry",
+    )
+    .into_response()
+}

@@ -1,0 +1,74 @@
+//! gengate's HTTP API: the client API, provider webhook ingress, the admin API, health and metrics.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod rate_limit;
+pub mod relay;
+pub mod routes;
+pub mod state;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use gengate_shared::config::Settings;
+use gengate_shared::queue::Broker;
+use gengate_shared::{db, shutdown, telemetry};
+
+pub use state::ApiContext;
+
+/// Applies pending migrations (`gengate-api migrate`).
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = db::lazy_pool(&settings.database, "gengate-api-migrate")?;
+    db::migrate(&pool).await.context("applying migrations")?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Runs the API until SIGTERM/SIGINT, then drains in-flight requests (up to the grace period).
+pub async fn serve(settings: Settings, addr_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let pool = db::lazy_pool(&settings.database, "gengate-api")?;
+    let broker = Broker::new(&settings.amqp, "gengate-api");
+    // Checked before anything starts: a misconfigured API refuses to run rather than to submit.
+    let ctx = ApiContext::new(settings, pool.clone(), broker.clone(), telemetry::metrics_handle())?;
+    let settings = ctx.settings.clone();
+    if settings.database.migrate_on_start {
+        db::migrate(&pool).await.context("applying migrations at start-up")?;
+    }
+    let shutdown = shutdown::on_signal();
+    let supervisor = broker.spawn_supervisor(shutdown.clone());
+    let relay = relay::spawn(pool.clone(), broker.clone(), ctx.relay.clone(), shutdown.clone());
+
+    let listener = tokio::net::TcpListener::bind(settings.api.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.api.listen))?;
+    let local = listener.local_addr()?;
+    if let Some(path) = addr_file {
+        std::fs::write(&path, local.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    tracing::info!(%local, "gengate-api listening");
+
+    let grace = Duration::from_millis(settings.api.shutdown_grace_ms);
+    let app = routes::router(ctx);
+    let drained = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        drained.cancelled().await;
+    });
+    let server = tokio::spawn(async move { server.await });
+
+    shutdown.cancelled().await;
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result??,
+        Err(_) => tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "in-flight requests did not finish within the grace period"
+        ),
+    }
+    let _ = relay.await;
+    let _ = supervisor.await;
+    pool.close().await;
+    tracing::info!("gengate-api stopped");
+    Ok(())
+}

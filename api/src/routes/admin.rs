@@ -1,0 +1,206 @@
+//! The admin API (`Authorization: Bearer <admin token>`): users, API keys, grants, balances.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use gengate_shared::accounts::{self, NewUser};
+use gengate_shared::db;
+use gengate_shared::generation::store;
+use gengate_shared::ids::{GenerationId, UserId};
+use gengate_shared::ledger::{self, GrantSource, NewGrant};
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::auth::Admin;
+use crate::error::{ApiError, FieldError, Result};
+use crate::extract::{Json, Path};
+use crate::state::ApiContext;
+
+/// The admin routes.
+pub fn routes() -> Router<ApiContext> {
+    Router::new()
+        .route("/admin/users", post(create_user))
+        .route("/admin/users/{id}/api-keys", post(create_api_key))
+        .route("/admin/users/{id}/grants", post(create_grant))
+        .route("/admin/users/{id}/credits", get(user_credits))
+        .route("/admin/generations/{id}", get(generation))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    email: Option<String>,
+    name: Option<String>,
+    max_in_flight: Option<i32>,
+}
+
+async fn create_user(
+    _: Admin,
+    State(ctx): State<ApiContext>,
+    Json(body): Json<CreateUser>,
+) -> Result<Response> {
+    let mut errors = Vec::new();
+    if let Some(email) = &body.email
+        && (email.len() > 320 || !email.contains('@'))
+    {
+        errors.push(FieldError::new("email", "must be an email address"));
+    }
+    if body.max_in_flight.is_some_and(|n| n < 1) {
+        errors.push(FieldError::new("max_in_flight", "must be at least 1"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let new = NewUser { email: body.email, name: body.name, max_in_flight: body.max_in_flight };
+    let settings = &ctx.settings.accounts;
+    let user = db::transaction!(&ctx.pool, ApiError, |tx| {
+        accounts::create_user(tx, &new, settings).await?
+    })
+    .await?;
+    tracing::info!(user_id = %user.id, "user created");
+    Ok((StatusCode::CREATED, axum::Json(user)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApiKey {
+    name: Option<String>,
+}
+
+async fn create_api_key(
+    _: Admin,
+    State(ctx): State<ApiContext>,
+    Path(user): Path<UserId>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    // The body is optional: `{"name": …}` or nothing at all.
+    let body: CreateApiKey = if body.is_empty() {
+        CreateApiKey::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|err| ApiError::Validation(vec![FieldError::new("body", err.to_string())]))?
+    };
+    if accounts::find_user(&ctx.pool, user).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let name = body.name;
+    let key = accounts::create_api_key(&ctx.pool, user, name.as_deref()).await?;
+    tracing::info!(user_id = %user, prefix = %key.prefix, "API key created");
+    Ok((StatusCode::CREATED, axum::Json(key)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateGrant {
+    source: Option<String>,
+    amount: Option<i64>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    effective_at: Option<OffsetDateTime>,
+    priority: Option<i32>,
+    order_no: Option<String>,
+}
+
+async fn create_grant(
+    _: Admin,
+    State(ctx): State<ApiContext>,
+    Path(user): Path<UserId>,
+    Json(body): Json<CreateGrant>,
+) -> Result<Response> {
+    let new = validate_grant(user, body)?;
+    let outcome =
+        db::transaction!(&ctx.pool, ApiError, |tx| ledger::grant(tx, &new).await?).await?;
+    let grant = ledger::balance(&ctx.pool, user)
+        .await?
+        .and_then(|b| b.grants.into_iter().find(|g| g.id == outcome.grant_id));
+    let body = match grant {
+        Some(grant) => serde_json::to_value(grant).unwrap_or_default(),
+        // Fully spent already (e.g. on debt): still say what was granted.
+        None => json!({"id": outcome.grant_id}),
+    };
+    let mut body = body;
+    body["debt_settled"] = outcome.debt_settled.into();
+    let status = if outcome.created {
+        tracing::info!(user_id = %user, grant_id = %outcome.grant_id, amount = new.amount, "grant created");
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+fn validate_grant(user: UserId, body: CreateGrant) -> Result<NewGrant> {
+    let mut errors = Vec::new();
+    let source = match body.source.as_deref().map(GrantSource::parse) {
+        Some(Some(source)) => Some(source),
+        Some(None) => {
+            errors
+                .push(FieldError::new("source", "must be one of order_pay, system_add, new_user"));
+            None
+        }
+        None => {
+            errors.push(FieldError::new("source", "is required"));
+            None
+        }
+    };
+    match body.amount {
+        Some(amount) if amount > 0 => {}
+        Some(_) => errors.push(FieldError::new("amount", "must be a positive number of credits")),
+        None => errors.push(FieldError::new("amount", "is required")),
+    }
+    match (source, &body.order_no) {
+        (Some(GrantSource::OrderPay), None) => {
+            errors.push(FieldError::new("order_no", "is required for order_pay"))
+        }
+        (Some(GrantSource::OrderPay), Some(no)) if no.is_empty() || no.len() > 128 => {
+            errors.push(FieldError::new("order_no", "must be 1–128 characters"))
+        }
+        (Some(GrantSource::NewUser | GrantSource::SystemAdd), Some(_)) => {
+            errors.push(FieldError::new("order_no", "is only for order_pay"))
+        }
+        _ => {}
+    }
+    let starts = body.effective_at.unwrap_or_else(OffsetDateTime::now_utc);
+    if body.expires_at.is_some_and(|e| e <= starts) {
+        errors.push(FieldError::new("expires_at", "must be after the grant takes effect"));
+    }
+    match (source, body.amount) {
+        (Some(source), Some(amount)) if errors.is_empty() => Ok(NewGrant {
+            user_id: user,
+            source,
+            amount,
+            expires_at: body.expires_at,
+            priority: body.priority.unwrap_or(0),
+            effective_at: body.effective_at,
+            order_no: body.order_no,
+        }),
+        _ => Err(ApiError::Validation(errors)),
+    }
+}
+
+async fn user_credits(
+    _: Admin,
+    State(ctx): State<ApiContext>,
+    Path(user): Path<UserId>,
+) -> Result<Response> {
+    let balance = ledger::balance(&ctx.pool, user).await?.ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(balance).into_response())
+}
+
+async fn generation(
+    _: Admin,
+    State(ctx): State<ApiContext>,
+    Path(id): Path<GenerationId>,
+) -> Result<Response> {
+    let view = store::view(&ctx.pool, id, None).await?.ok_or(ApiError::NotFound)?;
+    let ledger = ledger::generation_entries(&ctx.pool, id).await?;
+    let events = store::events(&ctx.pool, id).await?;
+    let mut body = serde_json::to_value(view).unwrap_or_default();
+    body["ledger"] = serde_json::to_value(ledger).unwrap_or_default();
+    body["events"] = serde_json::to_value(events).unwrap_or_default();
+    Ok(axum::Json(body).into_response())
+}

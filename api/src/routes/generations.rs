@@ -1,0 +1,195 @@
+//! Generations (`Authorization: Bearer <api key>`): submit, read, list, cancel.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use gengate_shared::db;
+use gengate_shared::generation::GenerationStatus;
+use gengate_shared::generation::cancel::{self, CancelError};
+use gengate_shared::generation::store;
+use gengate_shared::generation::submit::{self, SubmitError, SubmitOutcome, SubmitRequest};
+use gengate_shared::ids::GenerationId;
+use gengate_shared::pagination::Cursor;
+use gengate_shared::problem::Problem;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::ApiUser;
+use crate::error::{ApiError, FieldError, Result};
+use crate::extract::{Json, Path, Query};
+use crate::state::ApiContext;
+
+/// The generation routes.
+pub fn routes() -> Router<ApiContext> {
+    Router::new()
+        .route("/v1/generations", post(create).get(list))
+        .route("/v1/generations/{id}", get(show))
+        .route("/v1/generations/{id}/cancel", post(cancel_generation))
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    match value.to_str() {
+        Ok(key)
+            if (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
+        {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::Validation(vec![FieldError::new(
+            "Idempotency-Key",
+            "must be 1 to 255 printable ASCII characters",
+        )])),
+    }
+}
+
+async fn create(
+    ApiUser(caller): ApiUser,
+    State(ctx): State<ApiContext>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response> {
+    let key = idempotency_key(&headers);
+    let submission = ctx.catalogue.validate(&body);
+    let (key, submission) = match (key, submission) {
+        (Ok(key), Ok(submission)) => (key, submission),
+        (key, submission) => {
+            let mut errors = submission.err().unwrap_or_default();
+            if let Err(ApiError::Validation(key_errors)) = key {
+                errors.extend(key_errors);
+            }
+            return Err(ApiError::Validation(errors));
+        }
+    };
+    let request = SubmitRequest {
+        user_id: caller.user_id,
+        api_key_id: Some(caller.api_key_id),
+        submission: &submission,
+        idempotency_key: key.as_deref(),
+        default_max_in_flight: ctx.settings.limits.default_max_in_flight,
+    };
+    let keys = &ctx.callback_keys;
+    let outcome = db::transaction!(&ctx.pool, SubmitError, |tx| submit::submit(tx, &request, keys)
+        .await?)
+    .await
+    .map_err(submit_error)?;
+    let (view, replayed) = match outcome {
+        SubmitOutcome::Created(view) => {
+            ctx.relay.wake();
+            tracing::info!(generation_id = %view.id, model = %view.model, cost = view.cost, "generation accepted");
+            (view, false)
+        }
+        SubmitOutcome::Replayed(view) => (view, true),
+    };
+    let mut response = (StatusCode::ACCEPTED, axum::Json(view)).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn submit_error(err: SubmitError) -> ApiError {
+    match err {
+        SubmitError::IdempotencyConflict => Problem::new(
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
+            "Idempotency key reused",
+            "this Idempotency-Key was already used with a different request",
+        )
+        .into(),
+        SubmitError::TooManyInFlight { limit, in_flight } => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_in_flight",
+            "Too many jobs in flight",
+            format!("at most {limit} jobs may be queued or running at once"),
+        )
+        .with("limit", limit)
+        .with("in_flight", in_flight - 1)
+        .into(),
+        SubmitError::Ledger(err) => err.into(),
+        SubmitError::Database(err) => err.into(),
+        SubmitError::IdempotencyRace => {
+            ApiError::Internal(anyhow::anyhow!("idempotency race did not settle after retries"))
+        }
+    }
+}
+
+async fn show(
+    ApiUser(caller): ApiUser,
+    State(ctx): State<ApiContext>,
+    Path(id): Path<GenerationId>,
+) -> Result<Response> {
+    let view = store::view(&ctx.pool, id, Some(caller.user_id)).await?.ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(view).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    ApiUser(caller): ApiUser,
+    State(ctx): State<ApiContext>,
+    Query(params): Query<ListParams>,
+) -> Result<Response> {
+    let mut errors = Vec::new();
+    let status = params.status.as_deref().and_then(|s| {
+        let status = GenerationStatus::parse(s);
+        if status.is_none() {
+            errors.push(FieldError::new(
+                "status",
+                "one of queued, submitted, completed, failed, canceled",
+            ));
+        }
+        status
+    });
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        errors.push(FieldError::new("limit", "must be between 1 and 100"));
+    }
+    let cursor = params.cursor.as_deref().and_then(|c| {
+        let cursor = Cursor::decode(c);
+        if cursor.is_none() {
+            errors.push(FieldError::new("cursor", "is not a cursor this API handed out"));
+        }
+        cursor
+    });
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let page = store::list(&ctx.pool, caller.user_id, status, cursor, limit).await?;
+    Ok(axum::Json(page).into_response())
+}
+
+async fn cancel_generation(
+    ApiUser(caller): ApiUser,
+    State(ctx): State<ApiContext>,
+    Path(id): Path<GenerationId>,
+) -> Result<Response> {
+    let owner = caller.user_id;
+    let view = db::transaction!(&ctx.pool, CancelError, |tx| cancel::cancel(tx, id, owner).await?)
+        .await
+        .map_err(|err| match err {
+            CancelError::NotFound => ApiError::NotFound,
+            CancelError::NotCancelable(status) => Problem::new(
+                StatusCode::CONFLICT,
+                "not_cancelable",
+                "Not cancelable",
+                format!("the generation is already {status}"),
+            )
+            .with("status", status.as_str())
+            .into(),
+            CancelError::Ledger(err) => err.into(),
+            CancelError::Database(err) => err.into(),
+        })?;
+    ctx.relay.wake();
+    tracing::info!(generation_id = %id, "generation canceled by its owner");
+    Ok(axum::Json(view).into_response())
+}

@@ -1,0 +1,67 @@
+//! The state every handler sees.
+
+use std::sync::Arc;
+
+use gengate_shared::allowlist::ResultAllowlist;
+use gengate_shared::catalogue::Catalogue;
+use gengate_shared::config::Settings;
+use gengate_shared::generation::callback_token::CallbackKeys;
+use gengate_shared::queue::Broker;
+use gengate_shared::telemetry::PrometheusHandle;
+use sqlx::PgPool;
+
+use crate::rate_limit::RateLimiter;
+use crate::relay::RelayWaker;
+
+/// Shared handles of the API process. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ApiContext {
+    /// Settings as loaded at start-up.
+    pub settings: Arc<Settings>,
+    /// PostgreSQL.
+    pub pool: PgPool,
+    /// RabbitMQ.
+    pub broker: Broker,
+    /// The Prometheus recorder `/metrics` renders.
+    pub metrics: PrometheusHandle,
+    /// The model catalogue.
+    pub catalogue: Arc<Catalogue>,
+    /// Callback-token keys.
+    pub callback_keys: Arc<CallbackKeys>,
+    /// Per-API-key request rate limit.
+    pub rate_limiter: Arc<RateLimiter>,
+    /// Result URLs gengate accepts from providers.
+    pub allowlist: Arc<ResultAllowlist>,
+    /// Wakes the outbox relays after a commit that wrote to the outbox.
+    pub relay: RelayWaker,
+}
+
+impl ApiContext {
+    /// Bundles the process's handles; fails when the settings lack what the API needs.
+    pub fn new(
+        settings: Settings,
+        pool: PgPool,
+        broker: Broker,
+        metrics: PrometheusHandle,
+    ) -> anyhow::Result<Self> {
+        let catalogue = Catalogue::from_settings(&settings).map_err(anyhow::Error::msg)?;
+        let callback_keys =
+            CallbackKeys::required(&settings.webhook).map_err(anyhow::Error::msg)?;
+        let rate_limiter = RateLimiter::new(
+            settings.limits.rate_limit_per_second,
+            settings.limits.rate_limit_burst,
+        );
+        let allowlist = ResultAllowlist::from_settings(&settings.webhook);
+        Ok(Self {
+            allowlist: Arc::new(allowlist),
+            relay: RelayWaker::default(),
+            settings: Arc::new(settings),
+            pool,
+            broker,
+            metrics,
+            catalogue: Arc::new(catalogue),
+            callback_keys: Arc::new(callback_keys),
+            rate_limiter: Arc::new(rate_limiter),
+        })
+    }
+}

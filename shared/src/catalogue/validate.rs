@@ -1,0 +1,558 @@
+//! Turning a client's submit body into a priced, normalized [`Submission`], or into the list of
+//! every field that is wrong (all at once, so a client fixes them in one round).
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{Catalogue, Model, price};
+use crate::generation::{GenerationParams, MediaType, Mode};
+use crate::problem::FieldError;
+
+const KNOWN_FIELDS: &[&str] = &[
+    "model",
+    "mode",
+    "prompt",
+    "negative_prompt",
+    "duration",
+    "aspect_ratio",
+    "quality",
+    "image_urls",
+    "sub_type",
+    "metadata",
+];
+const MAX_NEGATIVE_PROMPT_CHARS: usize = 2500;
+const MAX_URL_LEN: usize = 2048;
+const MAX_METADATA_BYTES: usize = 4096;
+
+/// A valid, priced request.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The model.
+    pub model: Model,
+    /// The mode.
+    pub mode: Mode,
+    /// What the provider receives (defaults applied, template applied).
+    pub params: GenerationParams,
+    /// The client's metadata, stored and returned, never interpreted.
+    pub metadata: Value,
+    /// The price in credits.
+    pub cost: i64,
+    /// SHA-256 of the normalized request, for idempotency-key comparisons.
+    pub request_hash: [u8; 32],
+    /// The price table the cost comes from.
+    pub catalogue_version: String,
+}
+
+/// The request after defaults, in a fixed field order: what an idempotency key is compared on.
+/// Two bodies that differ only in spelled-out defaults are the same request.
+#[derive(Serialize)]
+struct NormalizedRequest<'a> {
+    model: &'a str,
+    mode: Mode,
+    prompt: &'a str,
+    negative_prompt: Option<&'a str>,
+    duration: Option<u32>,
+    aspect_ratio: Option<&'a str>,
+    quality: Option<&'a str>,
+    image_urls: &'a [String],
+    sub_type: Option<&'a str>,
+    metadata: &'a Value,
+}
+
+/// The idempotency hash of a submission.
+pub fn normalized_request_hash(
+    model: &str,
+    mode: Mode,
+    params: &GenerationParams,
+    client_negative_prompt: Option<&str>,
+    metadata: &Value,
+) -> [u8; 32] {
+    let normalized = NormalizedRequest {
+        model,
+        mode,
+        prompt: &params.client_prompt,
+        negative_prompt: client_negative_prompt,
+        duration: params.duration,
+        aspect_ratio: params.aspect_ratio.as_deref(),
+        quality: params.quality.as_deref(),
+        image_urls: &params.image_urls,
+        sub_type: params.sub_type.as_deref(),
+        metadata,
+    };
+    let bytes = serde_json::to_vec(&normalized).expect("plain data serializes");
+    Sha256::digest(bytes).into()
+}
+
+/// Collects the failures of one request.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+}
+
+fn string<'a>(body: &'a Map<String, Value>, field: &str, errors: &mut Errors) -> Option<&'a str> {
+    match body.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => {
+            errors.add(field, "must be a string");
+            None
+        }
+    }
+}
+
+impl Catalogue {
+    /// Validates and prices a submit body.
+    pub fn validate(&self, body: &Value) -> Result<Submission, Vec<FieldError>> {
+        let mut errors = Errors::default();
+        let Some(body) = body.as_object() else {
+            return Err(vec![FieldError::new("body", "must be a JSON object")]);
+        };
+        for field in body.keys() {
+            if !KNOWN_FIELDS.contains(&field.as_str()) {
+                errors.add(field.clone(), "unknown field");
+            }
+        }
+
+        let model = match string(body, "model", &mut errors) {
+            None if !body.contains_key("model") => {
+                errors.add("model", "is required");
+                None
+            }
+            None => None,
+            Some(name) => {
+                let model = self.model(name);
+                if model.is_none() {
+                    errors.add("model", format!("unknown model {name:?}; see GET /v1/models"));
+                }
+                model
+            }
+        };
+        let mode = match string(body, "mode", &mut errors) {
+            None if !body.contains_key("mode") => {
+                errors.add("mode", "is required");
+                None
+            }
+            None => None,
+            Some(name) => match Mode::parse(name) {
+                None => {
+                    errors.add("mode", format!("unknown mode {name:?}"));
+                    None
+                }
+                Some(mode) if model.is_some_and(|m| !m.modes.contains(&mode)) => {
+                    errors.add("mode", format!("{name} is not offered by this model"));
+                    None
+                }
+                Some(mode) => Some(mode),
+            },
+        };
+
+        let sub_type = string(body, "sub_type", &mut errors);
+        let template = sub_type.and_then(|name| {
+            let template = self.template(name);
+            if template.is_none() {
+                let known: Vec<&str> = self.sub_types().collect();
+                errors.add("sub_type", format!("unknown sub_type; one of: {}", known.join(", ")));
+            }
+            template
+        });
+
+        let client_prompt = string(body, "prompt", &mut errors).map(str::trim);
+        let prompt_required = mode.is_some_and(|m| m != Mode::Image2Video);
+        match client_prompt {
+            Some("") => errors.add("prompt", "must not be empty"),
+            None if prompt_required && !body.contains_key("prompt") => {
+                errors.add("prompt", "is required for this mode")
+            }
+            _ => {}
+        }
+        let built_prompt = template.map_or_else(
+            || client_prompt.unwrap_or("").to_owned(),
+            |t| t.apply(client_prompt.unwrap_or("")),
+        );
+        if let Some(model) = model {
+            let length = built_prompt.chars().count();
+            if length > model.max_prompt_chars {
+                let after = if template.is_some() { " with the sub_type template" } else { "" };
+                errors.add(
+                    "prompt",
+                    format!(
+                        "is {length} characters{after}; at most {} allowed",
+                        model.max_prompt_chars
+                    ),
+                );
+            }
+        }
+
+        let client_negative = string(body, "negative_prompt", &mut errors);
+        if client_negative.is_some_and(|n| n.chars().count() > MAX_NEGATIVE_PROMPT_CHARS) {
+            errors
+                .add("negative_prompt", format!("at most {MAX_NEGATIVE_PROMPT_CHARS} characters"));
+        }
+        let negative_prompt = client_negative
+            .map(str::to_owned)
+            .or_else(|| template.and_then(|t| t.default_negative_prompt.clone()));
+
+        let duration = self.duration(body, model, &mut errors);
+        let aspect_ratio =
+            choice(body, "aspect_ratio", model.map(|m| &m.aspect_ratios[..]), &mut errors);
+        let qualities: Option<Vec<String>> =
+            model.map(|m| m.qualities.iter().map(|(q, _)| q.clone()).collect());
+        let quality = match model {
+            Some(m) if m.qualities.is_empty() => {
+                if body.get("quality").is_some_and(|q| !q.is_null()) {
+                    errors.add("quality", "this model has no quality choices");
+                }
+                None
+            }
+            Some(m) => choice(body, "quality", qualities.as_deref(), &mut errors)
+                .or(m.default_quality.clone()),
+            None => string(body, "quality", &mut errors).map(str::to_owned),
+        };
+        let image_urls = image_urls(body, model, mode, &mut errors);
+
+        let metadata = match body.get("metadata") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(Value::Object(map)) => {
+                if serde_json::to_vec(map).map_or(0, |b| b.len()) > MAX_METADATA_BYTES {
+                    errors.add("metadata", format!("at most {MAX_METADATA_BYTES} bytes of JSON"));
+                }
+                Value::Object(map.clone())
+            }
+            Some(_) => {
+                errors.add("metadata", "must be an object");
+                Value::Null
+            }
+        };
+
+        let (Some(model), Some(mode)) = (model, mode) else {
+            return Err(errors.0);
+        };
+        if !errors.0.is_empty() {
+            return Err(errors.0);
+        }
+        let cost = price(model, mode, duration, aspect_ratio.as_deref(), quality.as_deref())
+            .ok_or_else(|| vec![FieldError::new("model", "this combination has no price")])?;
+        let params = GenerationParams {
+            prompt: built_prompt,
+            client_prompt: client_prompt.unwrap_or("").to_owned(),
+            negative_prompt,
+            duration,
+            aspect_ratio,
+            image_urls,
+            quality,
+            sub_type: sub_type.map(str::to_owned),
+        };
+        let request_hash =
+            normalized_request_hash(&model.name, mode, &params, client_negative, &metadata);
+        Ok(Submission {
+            model: model.clone(),
+            mode,
+            params,
+            metadata,
+            cost,
+            request_hash,
+            catalogue_version: self.version.clone(),
+        })
+    }
+
+    fn duration(
+        &self,
+        body: &Map<String, Value>,
+        model: Option<&Model>,
+        errors: &mut Errors,
+    ) -> Option<u32> {
+        let given = match body.get("duration") {
+            None | Some(Value::Null) => None,
+            Some(value) => match value.as_u64().and_then(|d| u32::try_from(d).ok()) {
+                Some(d) => Some(d),
+                None => {
+                    errors.add("duration", "must be a whole number of seconds");
+                    return None;
+                }
+            },
+        };
+        let model = model?;
+        match (model.media, given) {
+            (MediaType::Image, Some(_)) => {
+                errors.add("duration", "images have no duration");
+                None
+            }
+            (MediaType::Image, None) => None,
+            (MediaType::Video, None) => model.durations.first().copied(),
+            (MediaType::Video, Some(d)) if model.durations.contains(&d) => Some(d),
+            (MediaType::Video, Some(d)) => {
+                let allowed: Vec<String> = model.durations.iter().map(u32::to_string).collect();
+                errors
+                    .add("duration", format!("{d} is not offered; one of: {}", allowed.join(", ")));
+                None
+            }
+        }
+    }
+}
+
+/// A string field that must be one of `allowed` (the first is the default).
+fn choice(
+    body: &Map<String, Value>,
+    field: &str,
+    allowed: Option<&[String]>,
+    errors: &mut Errors,
+) -> Option<String> {
+    let given = string(body, field, errors);
+    let allowed = allowed?;
+    match given {
+        None => allowed.first().cloned(),
+        Some(value) if allowed.iter().any(|a| a == value) => Some(value.to_owned()),
+        Some(value) => {
+            if allowed.is_empty() {
+                errors.add(field, "this model has no such choice");
+            } else {
+                errors
+                    .add(field, format!("{value} is not offered; one of: {}", allowed.join(", ")));
+            }
+            None
+        }
+    }
+}
+
+fn image_urls(
+    body: &Map<String, Value>,
+    model: Option<&Model>,
+    mode: Option<Mode>,
+    errors: &mut Errors,
+) -> Vec<String> {
+    let urls: Vec<String> = match body.get("image_urls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let field = format!("image_urls[{i}]");
+                let Some(text) = item.as_str() else {
+                    errors.add(field, "must be a string");
+                    return None;
+                };
+                if let Err(why) = check_image_url(text) {
+                    errors.add(field, why);
+                }
+                Some(text.to_owned())
+            })
+            .collect(),
+        Some(_) => {
+            errors.add("image_urls", "must be an array of URLs");
+            return Vec::new();
+        }
+    };
+    let (Some(model), Some(mode)) = (model, mode) else { return urls };
+    let max = model.max_images;
+    let (min, max) = match mode {
+        Mode::Text2Video | Mode::Text2Image => (0, 0),
+        Mode::Image2Video => (1, 1),
+        Mode::MultiImage2Video => (2, max.min(4)),
+        Mode::OmniVideo => (0, max),
+        Mode::Image2Image => (1, max),
+    };
+    let count = urls.len();
+    if count < min || count > max {
+        let wanted = match (min, max) {
+            (0, 0) => format!("{mode} takes no images"),
+            (a, b) if a == b => format!("{mode} takes exactly {a} image"),
+            (a, b) => format!("{mode} takes {a} to {b} images"),
+        };
+        errors.add("image_urls", format!("{wanted}; got {count}"));
+    }
+    urls
+}
+
+/// An input image must be an https URL with a host and no credentials.
+fn check_image_url(text: &str) -> Result<(), &'static str> {
+    if text.len() > MAX_URL_LEN {
+        return Err("URL is too long");
+    }
+    let url = url::Url::parse(text).map_err(|_| "must be a valid URL")?;
+    if url.scheme() != "https" {
+        return Err("must be an https URL");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("must name a host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Settings;
+
+    fn catalogue() -> Catalogue {
+        let settings = Settings::load_from(None, Some(Default::default())).unwrap();
+        Catalogue::from_settings(&settings).unwrap()
+    }
+
+    fn fields(result: Result<Submission, Vec<FieldError>>) -> Vec<String> {
+        result.expect_err("invalid").into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn a_valid_request_gets_defaults_a_price_and_the_built_prompt() {
+        let c = catalogue();
+        let s = c
+            .validate(&json!({"model": "kling-v1-6-pro", "mode": "text2video", "prompt": "a cat",
+                               "sub_type": "anime_video"}))
+            .unwrap();
+        assert_eq!(s.params.duration, Some(5));
+        assert_eq!(s.params.aspect_ratio.as_deref(), Some("16:9"));
+        assert_eq!(s.cost, 42, "35 × 1 × 1.2 × 1.0");
+        assert!(s.params.prompt.starts_with("anime style") && s.params.prompt.ends_with("a cat"));
+        assert_eq!(s.params.client_prompt, "a cat");
+        assert!(s.params.negative_prompt.is_some(), "the template's default negative prompt");
+
+        let wan = c
+            .validate(&json!({"model": "wan-2-6", "mode": "image2video", "duration": 15,
+                               "aspect_ratio": "9:16", "quality": "1080p",
+                               "image_urls": ["https://img.example.com/a.png"]}))
+            .unwrap();
+        // 25 × 3 × 1.2 × 1.1 × 1.5 = 148.5 → 149
+        assert_eq!(wan.cost, 149);
+        assert_eq!(wan.params.quality.as_deref(), Some("1080p"));
+    }
+
+    #[test]
+    fn every_failing_field_is_named_at_once() {
+        let c = catalogue();
+        let result = c.validate(&json!({
+            "model": "kling-v1-6-pro", "mode": "multi-image2video", "prompt": "",
+            "duration": 7, "aspect_ratio": "4:3", "image_urls": ["http://a.example/x.png"],
+            "quality": "hd", "sub_type": "noir", "metadata": [], "price": 1
+        }));
+        let mut named = fields(result);
+        named.sort();
+        assert_eq!(
+            named,
+            [
+                "aspect_ratio",
+                "duration",
+                "image_urls",
+                "image_urls[0]",
+                "metadata",
+                "price",
+                "prompt",
+                "quality",
+                "sub_type"
+            ]
+        );
+    }
+
+    #[test]
+    fn modes_need_their_images() {
+        let c = catalogue();
+        let image = "https://img.example.com/a.png";
+        assert_eq!(
+            fields(c.validate(&json!({"model": "kling-v1-6-std", "mode": "image2video"}))),
+            ["image_urls"]
+        );
+        assert!(
+            c.validate(
+                &json!({"model": "kling-v1-6-std", "mode": "image2video", "image_urls": [image]})
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            fields(c.validate(&json!({"model": "kling-v1-6-std", "mode": "multi-image2video", "prompt": "x", "image_urls": [image]}))),
+            ["image_urls"]
+        );
+        let five = vec![image; 5];
+        assert_eq!(
+            fields(c.validate(&json!({"model": "kling-v1-6-std", "mode": "multi-image2video", "prompt": "x", "image_urls": five}))),
+            ["image_urls"]
+        );
+        assert!(c.validate(&json!({"model": "kling-v1-6-std", "mode": "multi-image2video", "prompt": "x", "image_urls": [image, image]})).is_ok());
+        assert_eq!(
+            fields(c.validate(&json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": "x", "image_urls": [image]}))),
+            ["image_urls"]
+        );
+    }
+
+    #[test]
+    fn image_urls_must_be_plain_https() {
+        let c = catalogue();
+        for bad in [
+            "http://img.example.com/a.png",
+            "https://user:pw@img.example.com/a.png",
+            "not a url",
+            "ftp://x/y",
+        ] {
+            let result = c.validate(
+                &json!({"model": "kling-v1-6-std", "mode": "image2video", "image_urls": [bad]}),
+            );
+            assert_eq!(fields(result), ["image_urls[0]"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_model_mode_and_wrong_types_are_reported() {
+        let c = catalogue();
+        assert_eq!(fields(c.validate(&json!({"mode": "text2video", "prompt": "x"}))), ["model"]);
+        assert_eq!(
+            fields(c.validate(&json!({"model": "gpt-video", "mode": "text2video", "prompt": "x"}))),
+            ["model"]
+        );
+        assert_eq!(
+            fields(c.validate(&json!({"model": "sora-2", "mode": "omni-video", "prompt": "x"}))),
+            ["mode"]
+        );
+        assert_eq!(
+            fields(c.validate(
+                &json!({"model": "sora-2", "mode": "text2video", "prompt": 5, "duration": "10"})
+            )),
+            ["prompt", "duration"]
+        );
+        assert_eq!(fields(c.validate(&json!([1, 2]))), ["body"]);
+        assert_eq!(
+            fields(c.validate(
+                &json!({"model": "nano-banana", "mode": "text2image", "prompt": "x", "duration": 5})
+            )),
+            ["duration"]
+        );
+    }
+
+    #[test]
+    fn a_prompt_too_long_after_its_template_is_refused() {
+        let c = catalogue();
+        let long = "x".repeat(2490);
+        assert!(
+            c.validate(&json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": long}))
+                .is_ok()
+        );
+        let result = c.validate(&json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": long, "sub_type": "anime_video"}));
+        assert_eq!(fields(result), ["prompt"]);
+    }
+
+    #[test]
+    fn spelled_out_defaults_are_the_same_request() {
+        let c = catalogue();
+        let short = c
+            .validate(&json!({"model": "sora-2", "mode": "text2video", "prompt": "a cat"}))
+            .unwrap();
+        let long = c
+            .validate(
+                &json!({"model": "sora-2", "mode": "text2video", "prompt": "a cat", "duration": 10,
+                               "aspect_ratio": "16:9", "metadata": {}}),
+            )
+            .unwrap();
+        assert_eq!(short.request_hash, long.request_hash);
+        let other = c
+            .validate(&json!({"model": "sora-2", "mode": "text2video", "prompt": "a dog"}))
+            .unwrap();
+        assert_ne!(short.request_hash, other.request_hash);
+    }
+}

@@ -1,0 +1,159 @@
+//! Reconcile: proves the ledger adds up, for one user or for everyone.
+//!
+//! - every grant: `remaining` equals the sum of its live entries (its own positive entry minus
+//!   what was drawn, plus what came back);
+//! - every generation: its net charge matches its status: the final price once `completed`,
+//!   nothing once `failed` or `canceled`, the reservation while a prepaid job is in flight,
+//!   nothing while a postpaid job is;
+//! - every user: `debt` equals the charges that became debt minus what grants paid of it.
+
+use serde::Serialize;
+use sqlx::PgExecutor;
+
+use crate::ids::UserId;
+
+/// A generation with its net charge.
+#[derive(sqlx::FromRow)]
+struct GenerationCharge {
+    id: uuid::Uuid,
+    user_id: UserId,
+    status: String,
+    billing: String,
+    cost: i64,
+    final_cost: Option<i64>,
+    net: i64,
+}
+
+/// One thing that does not add up.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Mismatch {
+    /// `grant`, `generation` or `user`.
+    pub kind: &'static str,
+    /// The row's id.
+    pub id: uuid::Uuid,
+    /// Its owner.
+    pub user_id: UserId,
+    /// What the entries say it should be.
+    pub expected: i64,
+    /// What the row says.
+    pub actual: i64,
+    /// Which figure this is about.
+    pub detail: String,
+}
+
+/// What reconcile checked and found.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ReconcileReport {
+    /// Grants checked.
+    pub grants: i64,
+    /// Generations checked.
+    pub generations: i64,
+    /// Users checked.
+    pub users: i64,
+    /// Everything that does not add up; empty when the ledger is consistent.
+    pub mismatches: Vec<Mismatch>,
+}
+
+impl ReconcileReport {
+    /// True when nothing is off.
+    pub fn is_clean(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+/// Checks the ledger of `user` (or of every user). Read-only; run it against a live system at any
+/// time (figures of jobs that move during the run may show as transient mismatches; run it again).
+pub async fn reconcile(
+    executor: impl PgExecutor<'_> + Copy,
+    user: Option<UserId>,
+) -> Result<ReconcileReport, sqlx::Error> {
+    let mut report = ReconcileReport::default();
+
+    let grants: Vec<(uuid::Uuid, UserId, i64, i64)> = sqlx::query_as(
+        "SELECT g.id, g.user_id, COALESCE(e.live, 0)::bigint, g.remaining
+         FROM credit_grants g
+         LEFT JOIN LATERAL (
+             SELECT sum(amount) AS live FROM ledger_entries
+             WHERE grant_id = g.id AND NOT is_voided
+         ) e ON true
+         WHERE $1::uuid IS NULL OR g.user_id = $1",
+    )
+    .bind(user)
+    .fetch_all(executor)
+    .await?;
+    report.grants = grants.len() as i64;
+    for (id, user_id, expected, actual) in grants {
+        if expected != actual {
+            report.mismatches.push(Mismatch {
+                kind: "grant",
+                id,
+                user_id,
+                expected,
+                actual,
+                detail: "remaining vs. sum of live entries".into(),
+            });
+        }
+    }
+
+    let generations: Vec<GenerationCharge> = sqlx::query_as(
+        "SELECT g.id, g.user_id, g.status, g.billing, g.cost, g.final_cost,
+                    -COALESCE(e.live, 0)::bigint AS net
+             FROM generations g
+             LEFT JOIN LATERAL (
+                 SELECT sum(amount) AS live FROM ledger_entries
+                 WHERE generation_id = g.id AND NOT is_voided
+             ) e ON true
+             WHERE $1::uuid IS NULL OR g.user_id = $1",
+    )
+    .bind(user)
+    .fetch_all(executor)
+    .await?;
+    report.generations = generations.len() as i64;
+    for GenerationCharge { id, user_id, status, billing, cost, final_cost, net } in generations {
+        let expected = match (status.as_str(), billing.as_str()) {
+            ("completed", _) => final_cost.unwrap_or(cost),
+            ("failed" | "canceled", _) => 0,
+            (_, "prepaid") => cost,
+            _ => 0,
+        };
+        if net != expected {
+            report.mismatches.push(Mismatch {
+                kind: "generation",
+                id,
+                user_id,
+                expected,
+                actual: net,
+                detail: format!("net charge of a {status} {billing} generation"),
+            });
+        }
+    }
+
+    let users: Vec<(UserId, i64, i64)> = sqlx::query_as(
+        "SELECT u.id,
+                COALESCE((SELECT -sum(amount) FROM ledger_entries
+                          WHERE user_id = u.id AND grant_id IS NULL AND NOT is_voided), 0)::bigint
+              + COALESCE((SELECT sum(amount) FROM ledger_entries
+                          WHERE user_id = u.id AND trans_type = 'debt_settlement' AND NOT is_voided), 0)::bigint,
+                u.debt
+         FROM users u
+         WHERE $1::uuid IS NULL OR u.id = $1",
+    )
+    .bind(user)
+    .bind(super::TransType::DebtSettlement.name())
+    .fetch_all(executor)
+    .await?;
+    report.users = users.len() as i64;
+    for (user_id, expected, actual) in users {
+        if expected != actual {
+            report.mismatches.push(Mismatch {
+                kind: "user",
+                id: user_id.0,
+                user_id,
+                expected,
+                actual,
+                detail: "debt vs. unpaid charges".into(),
+            });
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,27 @@
+//! gengate's shared library: everything the API, the workers and the operations CLI must agree on.
+//!
+//! Money and state changes live here, behind functions that take a transaction, so that the API and
+//! the workers cannot settle credits in two different ways.
+
+pub mod accounts;
+pub mod allowlist;
+pub mod catalogue;
+pub mod config;
+pub mod db;
+pub mod generation;
+pub mod ids;
+pub mod ledger;
+pub mod ops;
+pub mod outbox;
+pub mod pagination;
+pub mod problem;
+pub mod providers;
+pub mod queue;
+pub mod shutdown;
+pub mod telemetry;
+
+/// Installs the process-wide TLS crypto provider (ring) for outgoing HTTPS and AMQPS. Call once at
+/// start-up, before any client is built; later calls do nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,315 @@
+//! One RabbitMQ connection per process, kept alive in the background, and confirmed publishing.
+//!
+//! A process starts whether or not the broker is up: [`Broker::spawn_supervisor`] connects, declares
+//! the topology, and reconnects whenever the connection is lost for good (lapin's own auto-recovery
+//! handles short outages first). [`Broker::is_connected`] feeds `/readyz`; [`Broker::publish`]
+//! fails fast with [`BrokerError::Unavailable`] while there is no connection, which callers turn
+//! into "retry later" (the outbox keeps the row, webhook ingress answers 503).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::topology::Topology;
+use crate::config::{AmqpSettings, redact_url};
+
+/// How long lapin's recovery may try before the supervisor gives up on the connection and makes a
+/// new one.
+pub const RECOVERY_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Why a broker operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No connection right now; try again later.
+    #[error("RabbitMQ is not connected")]
+    Unavailable,
+    /// The broker did not confirm the message (nack, or the channel failed before the confirm).
+    #[error("RabbitMQ did not confirm the message: {0}")]
+    NotConfirmed(String),
+    /// The message matched no queue (published with `mandatory`).
+    #[error("message with routing key {routing_key} matched no queue")]
+    Unroutable {
+        /// The routing key that matched nothing.
+        routing_key: String,
+    },
+    /// A protocol or I/O error.
+    #[error("RabbitMQ error: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+/// A message to publish: routing, body and headers. Always persistent JSON.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// The exchange (usually the topology's main exchange).
+    pub exchange: &'a str,
+    /// The routing key.
+    pub routing_key: &'a str,
+    /// The JSON body.
+    pub body: &'a [u8],
+    /// The AMQP `message_id` property.
+    pub message_id: Option<String>,
+    /// Extra headers.
+    pub headers: FieldTable,
+}
+
+/// The process's broker connection. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: SecretString,
+    connection_name: String,
+    topology: Topology,
+    connect_timeout: Duration,
+    /// Serializes connection attempts; never held while publishing.
+    connecting: Mutex<()>,
+    connection: std::sync::RwLock<Option<Arc<Connection>>>,
+    publish_channel: Mutex<Option<Channel>>,
+    connected: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("url", &redact_url(&self.url))
+            .field("connection_name", &self.connection_name)
+            .field("connected", &*self.connected.borrow())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// A broker handle; nothing connects until [`Broker::connect`] or the supervisor runs.
+    pub fn new(settings: &AmqpSettings, connection_name: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                url: settings.url.clone(),
+                connection_name: connection_name.to_owned(),
+                topology: Topology::from_settings(settings),
+                connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
+                connecting: Mutex::new(()),
+                connection: std::sync::RwLock::new(None),
+                publish_channel: Mutex::new(None),
+                connected: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// The topology this broker declares.
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// Whether a usable connection exists right now.
+    pub fn is_connected(&self) -> bool {
+        *self.inner.connected.borrow()
+    }
+
+    /// Changes of [`Broker::is_connected`], for consumers that wait for the broker to come back.
+    pub fn watch_connected(&self) -> watch::Receiver<bool> {
+        self.inner.connected.subscribe()
+    }
+
+    /// Returns the live connection, connecting (and declaring the topology) if there is none.
+    pub async fn connect(&self) -> Result<Arc<Connection>, BrokerError> {
+        let _attempt = self.inner.connecting.lock().await;
+        if let Some(conn) = self.current() {
+            let status = conn.status();
+            if status.connected() || status.reconnecting() || status.connecting() {
+                return Ok(conn);
+            }
+        }
+        self.set_connection(None);
+        // lapin's own recovery rides out a broker restart: reconnect and replay the topology and
+        // consumers. Its default backoff grows to a minute between tries; a broker that is back
+        // in seconds should find its clients back in seconds.
+        let props = ConnectionProperties::default()
+            .with_connection_name(self.inner.connection_name.clone().into())
+            .enable_auto_recover()
+            .configure_backoff(|backoff| {
+                backoff
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_max_times(150)
+                    .with_jitter()
+            });
+        let conn = tokio::time::timeout(
+            self.inner.connect_timeout,
+            Connection::connect(self.inner.url.expose_secret(), props),
+        )
+        .await
+        .map_err(|_| BrokerError::Unavailable)??;
+        let conn = Arc::new(conn);
+        let channel = conn.create_channel().await?;
+        self.inner.topology.declare(&channel).await?;
+        let _ = channel.close(200, "topology declared".into()).await;
+        tracing::info!(url = %redact_url(&self.inner.url), "connected to RabbitMQ");
+        self.set_connection(Some(conn.clone()));
+        Ok(conn)
+    }
+
+    fn current(&self) -> Option<Arc<Connection>> {
+        self.inner.connection.read().expect("connection lock poisoned").clone()
+    }
+
+    fn set_connection(&self, conn: Option<Arc<Connection>>) {
+        let up = conn.is_some();
+        *self.inner.connection.write().expect("connection lock poisoned") = conn;
+        self.inner.connected.send_replace(up);
+    }
+
+    /// Keeps the connection up until `shutdown`: connects, watches it, and reconnects with a capped
+    /// backoff when it is gone for good (or lapin's recovery has not brought it back within
+    /// [`RECOVERY_PATIENCE`]). Returns the task handle.
+    pub fn spawn_supervisor(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            let mut logged_down = false;
+            let mut down_since: Option<tokio::time::Instant> = None;
+            loop {
+                let healthy = match broker.connect().await {
+                    Ok(conn) => {
+                        backoff = Duration::from_millis(200);
+                        logged_down = false;
+                        let status = conn.status();
+                        let up = status.connected();
+                        broker.inner.connected.send_replace(up);
+                        if up {
+                            down_since = None;
+                        } else if down_since.get_or_insert_with(tokio::time::Instant::now).elapsed()
+                            > RECOVERY_PATIENCE
+                        {
+                            tracing::warn!(
+                                "RabbitMQ connection still recovering; starting a new one"
+                            );
+                            broker.abandon(&conn).await;
+                            down_since = None;
+                        }
+                        up || status.reconnecting() || status.connecting()
+                    }
+                    Err(err) => {
+                        if !logged_down {
+                            tracing::warn!(error = %err, "RabbitMQ unreachable; retrying in the background");
+                            logged_down = true;
+                        }
+                        false
+                    }
+                };
+                let pause = if healthy { Duration::from_millis(500) } else { backoff };
+                if !healthy {
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            broker.close().await;
+        })
+    }
+
+    /// Drops `conn` (if it is still the current one) so the next [`Broker::connect`] makes a new
+    /// connection.
+    async fn abandon(&self, conn: &Arc<Connection>) {
+        let _attempt = self.inner.connecting.lock().await;
+        if self.current().is_some_and(|current| Arc::ptr_eq(&current, conn)) {
+            self.set_connection(None);
+            let _ = conn.close(320, "replaced".into()).await;
+        }
+    }
+
+    /// A new channel on the live connection.
+    pub async fn channel(&self) -> Result<Channel, BrokerError> {
+        let conn = self.live_connection().await?;
+        Ok(conn.create_channel().await?)
+    }
+
+    async fn live_connection(&self) -> Result<Arc<Connection>, BrokerError> {
+        match self.current() {
+            Some(conn) if conn.status().connected() => Ok(conn),
+            _ => Err(BrokerError::Unavailable),
+        }
+    }
+
+    /// Publishes one persistent message with publisher confirms and `mandatory`, and waits for the
+    /// broker's confirm: `Ok` means the message is stored in every queue it routes to.
+    pub async fn publish(&self, message: Outgoing<'_>) -> Result<(), BrokerError> {
+        let channel = self.publish_channel().await?;
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_headers(message.headers);
+        if let Some(id) = message.message_id {
+            properties = properties.with_message_id(id.into());
+        }
+        let confirm = channel
+            .basic_publish(
+                message.exchange.into(),
+                message.routing_key.into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                message.body,
+                properties,
+            )
+            .await;
+        let confirm = match confirm {
+            Ok(confirm) => confirm,
+            Err(err) => {
+                self.drop_publish_channel(&channel).await;
+                return Err(err.into());
+            }
+        };
+        match confirm.await {
+            Ok(Confirmation::Ack(None)) => Ok(()),
+            Ok(Confirmation::Ack(Some(_))) => {
+                Err(BrokerError::Unroutable { routing_key: message.routing_key.to_owned() })
+            }
+            Ok(Confirmation::Nack(_)) => Err(BrokerError::NotConfirmed("nack".into())),
+            Ok(Confirmation::NotRequested) => {
+                Err(BrokerError::NotConfirmed("confirms not enabled".into()))
+            }
+            Err(err) => {
+                self.drop_publish_channel(&channel).await;
+                Err(BrokerError::NotConfirmed(err.to_string()))
+            }
+        }
+    }
+
+    async fn publish_channel(&self) -> Result<Channel, BrokerError> {
+        let mut slot = self.inner.publish_channel.lock().await;
+        if let Some(channel) = slot.as_ref()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let channel = self.channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    async fn drop_publish_channel(&self, failed: &Channel) {
+        let mut slot = self.inner.publish_channel.lock().await;
+        if slot.as_ref().is_some_and(|c| c.id() == failed.id()) {
+            *slot = None;
+        }
+    }
+
+    /// Closes the connection (at shutdown); unacknowledged deliveries go back to their queues.
+    pub async fn close(&self) {
+        self.inner.publish_channel.lock().await.take();
+        let conn = self.inner.connection.write().expect("connection lock poisoned").take();
+        if let Some(conn) = conn {
+            let _ = conn.close(200, "shutting down".into()).await;
+        }
+        self.inner.connected.send_replace(false);
+    }
+}

@@ -1,0 +1,435 @@
+//! The whole stack of one test: a fresh database, a private broker namespace, the real API and
+//! worker binaries on free ports.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::broker::{TestBroker, amqp_url};
+use super::db::TestDatabase;
+use super::eventually;
+use super::process::{Process, binary, log_dir};
+use crate::sim::{SimConfig, SimHandle, Simulator};
+
+/// Admin token the test stack is configured with.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+/// Internal (server-to-server) token the test stack is configured with.
+pub const INTERNAL_TOKEN: &str = "test-internal-token-0123456789abcdef";
+
+/// How to start a [`TestApp`].
+#[derive(Debug, Default)]
+pub struct TestAppBuilder {
+    workers: usize,
+    env: BTreeMap<String, String>,
+    wait_ready: bool,
+    sim: SimConfig,
+}
+
+impl TestAppBuilder {
+    /// Start `n` worker processes (default 0: API only).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Override one setting for every process (`GENGATE__SECTION__KEY`).
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Start the provider simulator with this configuration (default: [`SimConfig::default`]
+    /// with short delays and fast callback retries).
+    pub fn simulator(mut self, config: SimConfig) -> Self {
+        self.sim = config;
+        self
+    }
+
+    /// Don't wait for `/readyz` to answer 200 (for tests of an unready stack).
+    pub fn without_waiting_for_ready(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+
+    /// Creates the database and namespace and starts the processes.
+    pub async fn spawn(self) -> TestApp {
+        gengate_shared::install_crypto_provider();
+        let db = TestDatabase::create().await;
+        let broker = TestBroker::new();
+        let sim = Simulator::start(self.sim).expect("start the provider simulator");
+        let run_id = Uuid::now_v7().simple().to_string();
+        let log_dir = log_dir(&run_id);
+
+        let mut env = BTreeMap::new();
+        env.insert("GENGATE__DATABASE__URL".to_owned(), db.url().to_owned());
+        // Small pools: several tests, each with an API and workers, share one PostgreSQL server.
+        env.insert("GENGATE__DATABASE__MAX_CONNECTIONS".to_owned(), "4".to_owned());
+        // …and on a busy two-core machine a request may wait a while for one of them.
+        env.insert("GENGATE__DATABASE__ACQUIRE_TIMEOUT_MS".to_owned(), "30000".to_owned());
+        env.insert("GENGATE__AMQP__URL".to_owned(), amqp_url());
+        env.insert("GENGATE__AMQP__PREFIX".to_owned(), broker.prefix().to_owned());
+        env.insert("GENGATE__API__LISTEN".to_owned(), "127.0.0.1:0".to_owned());
+        env.insert("GENGATE__WORKER__LISTEN".to_owned(), "127.0.0.1:0".to_owned());
+        env.insert("GENGATE__API__ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned());
+        env.insert("GENGATE__API__INTERNAL_TOKEN".to_owned(), INTERNAL_TOKEN.to_owned());
+        env.insert("GENGATE__WEBHOOK__SECRET".to_owned(), "test-webhook-secret".to_owned());
+        // Providers are the simulator; its result files are served over plain http on loopback,
+        // so exactly its origin is allowlisted (the production default stays https-only).
+        let sim_url = sim.url().trim_end_matches('/').to_owned();
+        let defaults = SimConfig::default();
+        env.insert("GENGATE__PROVIDERS__KLING__BASE_URL".to_owned(), sim_url.clone());
+        env.insert(
+            "GENGATE__PROVIDERS__KLING__ACCESS_KEY".to_owned(),
+            defaults.kling_access_key.clone(),
+        );
+        env.insert(
+            "GENGATE__PROVIDERS__KLING__SECRET_KEY".to_owned(),
+            defaults.kling_secret_key.clone(),
+        );
+        env.insert("GENGATE__PROVIDERS__KIE__BASE_URL".to_owned(), sim_url.clone());
+        env.insert("GENGATE__PROVIDERS__KIE__API_KEY".to_owned(), defaults.kie_api_key.clone());
+        env.insert("GENGATE__WEBHOOK__ALLOWED_RESULT_ORIGINS".to_owned(), sim_url);
+        // Tests want answers in seconds, not minutes.
+        env.insert("GENGATE__WORKER__POLL_INTERVALS_MS".to_owned(), "1000,1000".to_owned());
+        env.insert("GENGATE__WORKER__LATE_POLL_INTERVAL_MS".to_owned(), "1000".to_owned());
+        env.insert("GENGATE__WORKER__SWEEP_INTERVAL_MS".to_owned(), "1000".to_owned());
+        env.insert(
+            "GENGATE__AMQP__DELAY_TIERS_MS".to_owned(),
+            super::broker::TEST_DELAY_TIERS_MS.to_owned(),
+        );
+        env.insert("GENGATE__API__SHUTDOWN_GRACE_MS".to_owned(), "5000".to_owned());
+        env.insert("GENGATE__WORKER__SHUTDOWN_GRACE_MS".to_owned(), "5000".to_owned());
+        env.insert("GENGATE__TELEMETRY__LOG_FILTER".to_owned(), "info,gengate=debug".to_owned());
+        env.extend(self.env);
+
+        let pool = db.pool().await;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client");
+        let mut app = TestApp {
+            sim,
+            api: None,
+            api_url: String::new(),
+            workers: Vec::new(),
+            http,
+            pool,
+            env,
+            log_dir,
+            broker,
+            db,
+        };
+        app.start_api().await;
+        // Callback URLs point at the API the test started.
+        let api_url = app.api_url.clone();
+        app.set_env("GENGATE__API__PUBLIC_BASE_URL", &api_url);
+        for _ in 0..self.workers {
+            app.start_worker().await;
+        }
+        if self.wait_ready {
+            app.wait_ready().await;
+        }
+        app
+    }
+}
+
+/// A user of the stack under test and their API key.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// The user's id.
+    pub id: String,
+    /// An API key of the user.
+    pub key: String,
+}
+
+/// A worker process and the URL of its health server.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    /// The process.
+    pub process: Process,
+    /// `http://127.0.0.1:PORT` of its `/healthz`, `/readyz`, `/metrics`.
+    pub url: String,
+}
+
+/// A running stack for one test. Dropping it kills the processes, drops the database and deletes
+/// the broker namespace; when the test failed, it prints where the process logs are.
+#[derive(Debug)]
+pub struct TestApp {
+    /// The provider simulator (embedded).
+    pub sim: SimHandle,
+    /// The API process.
+    pub api: Option<Process>,
+    /// `http://127.0.0.1:PORT` of the API.
+    pub api_url: String,
+    /// Worker processes.
+    pub workers: Vec<WorkerProcess>,
+    /// An HTTP client for the test's requests.
+    pub http: reqwest::Client,
+    /// A pool on the test database, for assertions on rows.
+    pub pool: PgPool,
+    env: BTreeMap<String, String>,
+    log_dir: PathBuf,
+    // Declared last: dropped after the processes are gone.
+    /// The broker namespace.
+    pub broker: TestBroker,
+    /// The database.
+    pub db: TestDatabase,
+}
+
+impl TestApp {
+    /// The API and no workers, with default settings, ready.
+    pub async fn spawn() -> Self {
+        Self::builder().spawn().await
+    }
+
+    /// A builder for other shapes of stack.
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder { wait_ready: true, ..Default::default() }
+    }
+
+    /// The environment every process of this stack is started with.
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
+    /// Changes one setting for processes started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.insert(key.to_owned(), value.to_owned());
+    }
+
+    /// Starts (or restarts) the API process and waits until it listens.
+    pub async fn start_api(&mut self) {
+        let mut api =
+            Process::start("api", &binary("gengate-api"), &["serve"], &self.env, &self.log_dir);
+        self.api_url = format!("http://{}", api.bound_addr().await);
+        self.api = Some(api);
+    }
+
+    /// Kills the API (SIGKILL) and starts it again on the same address, so callback URLs stay valid.
+    pub async fn restart_api(&mut self, graceful: bool) {
+        if let Some(api) = self.api.as_mut() {
+            if graceful {
+                api.terminate().await;
+            } else {
+                api.kill().await;
+            }
+        }
+        let address = self.api_url.trim_start_matches("http://").to_owned();
+        self.set_env("GENGATE__API__LISTEN", &address);
+        self.start_api().await;
+    }
+
+    /// Starts one more worker and waits until its health server listens.
+    pub async fn start_worker(&mut self) -> usize {
+        self.start_worker_with(&[]).await
+    }
+
+    /// Starts one more worker with some settings of its own (e.g. a database it cannot reach).
+    pub async fn start_worker_with(&mut self, overrides: &[(&str, &str)]) -> usize {
+        let index = self.workers.len();
+        let name = format!("worker{index}");
+        let mut env = self.env.clone();
+        env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut process =
+            Process::start(&name, &binary("gengate-worker"), &[], &env, &self.log_dir);
+        let url = format!("http://{}", process.bound_addr().await);
+        self.workers.push(WorkerProcess { process, url });
+        index
+    }
+
+    /// Waits until the API and every worker answer `/readyz` with 200.
+    pub async fn wait_ready(&self) {
+        let mut urls = vec![self.api_url.clone()];
+        urls.extend(self.workers.iter().filter(|w| w.process.is_running()).map(|w| w.url.clone()));
+        for url in urls {
+            let http = self.http.clone();
+            let readyz = format!("{url}/readyz");
+            eventually(&format!("{readyz} to answer 200"), Duration::from_secs(30), || {
+                let http = http.clone();
+                let readyz = readyz.clone();
+                async move {
+                    let response = http.get(&readyz).send().await.ok()?;
+                    response.status().is_success().then_some(())
+                }
+            })
+            .await;
+        }
+    }
+
+    /// `GET {api}{path}` without credentials.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.api_url)).send().await.expect("GET")
+    }
+
+    /// `POST {api}{path}` with the admin token and a JSON body.
+    pub async fn admin_post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.api_url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("admin POST")
+    }
+
+    /// `GET {api}{path}` with the admin token.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.api_url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin GET")
+    }
+
+    /// `GET {api}{path}` with a user's API key.
+    pub async fn user_get(&self, user: &TestUser, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.api_url))
+            .bearer_auth(&user.key)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    /// `POST {api}/v1/generations` with a user's API key.
+    pub async fn submit(&self, user: &TestUser, body: &serde_json::Value) -> reqwest::Response {
+        self.user_post(user, "/v1/generations", body).await
+    }
+
+    /// Submits a job and returns its id (asserting the 202).
+    pub async fn submit_ok(&self, user: &TestUser, body: &serde_json::Value) -> String {
+        let response = self.submit(user, body).await;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(status, 202, "submit {body}: {text}");
+        let generation: serde_json::Value = serde_json::from_str(&text).expect("generation JSON");
+        generation["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Waits until a generation has `status`, and returns it.
+    pub async fn wait_for_status(
+        &self,
+        user: &TestUser,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let path = format!("/v1/generations/{id}");
+        let mut last = serde_json::Value::Null;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let response = self.user_get(user, &path).await;
+            if response.status().is_success() {
+                last = response.json().await.expect("generation JSON");
+                if last["status"] == status {
+                    return last;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "generation {id} did not reach {status} within {timeout:?}; last seen: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `POST {api}{path}` with a user's API key and a JSON body.
+    pub async fn user_post(
+        &self,
+        user: &TestUser,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.api_url))
+            .bearer_auth(&user.key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// A new user with an API key and `credits` credits (a `system_add` grant, if non-zero),
+    /// created through the admin API.
+    pub async fn create_user(&self, credits: i64) -> TestUser {
+        let response = self.admin_post("/admin/users", serde_json::json!({})).await;
+        assert_eq!(
+            response.status(),
+            201,
+            "create user: {}",
+            response.text().await.unwrap_or_default()
+        );
+        let user: serde_json::Value = response.json().await.expect("user JSON");
+        let id = user["id"].as_str().expect("user id").to_owned();
+        let response =
+            self.admin_post(&format!("/admin/users/{id}/api-keys"), serde_json::json!({})).await;
+        assert_eq!(response.status(), 201);
+        let key: serde_json::Value = response.json().await.expect("key JSON");
+        if credits > 0 {
+            let response = self
+                .admin_post(
+                    &format!("/admin/users/{id}/grants"),
+                    serde_json::json!({"source": "system_add", "amount": credits}),
+                )
+                .await;
+            assert_eq!(response.status(), 201);
+        }
+        TestUser { id, key: key["key"].as_str().expect("key").to_owned() }
+    }
+
+    /// Runs `gengatectl args…` and parses its standard output as JSON (asserting it exits 0).
+    pub async fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let output = self.ctl(args).await;
+        assert!(
+            output.status.success(),
+            "gengatectl {args:?} exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "gengatectl {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
+
+    /// Runs `gengatectl args…` against this stack and returns its output.
+    pub async fn ctl(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(binary("gengatectl"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(&self.env)
+            .output()
+            .await
+            .expect("run gengatectl")
+    }
+
+    /// The directory holding this stack's process logs.
+    pub fn log_dir(&self) -> &std::path::Path {
+        &self.log_dir
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("\n--- process logs of the failed test: {} ---", self.log_dir.display());
+            let processes = self.api.iter().chain(self.workers.iter().map(|w| &w.process));
+            for process in processes {
+                eprintln!(
+                    "--- {} (last 30 lines) ---\n{}",
+                    process.log_path().display(),
+                    process.log_tail(30)
+                );
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&self.log_dir);
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! A private RabbitMQ namespace per test: a unique `amqp.prefix`, so parallel tests never share an
+//! exchange or a queue. Everything under the prefix is deleted when the test ends.
+
+use gengate_shared::config::Settings;
+use gengate_shared::queue::{Broker, Topology};
+use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
+use uuid::Uuid;
+
+/// Broker URL for tests; override with `GENGATE_TEST_AMQP_URL`.
+pub fn amqp_url() -> String {
+    std::env::var("GENGATE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// The delay tiers of test stacks: short, so retries and polls come back within a test.
+pub const TEST_DELAY_TIERS_MS: &str = "1000,2000,5000";
+
+/// A test's broker namespace.
+#[derive(Debug)]
+pub struct TestBroker {
+    prefix: String,
+    topology: Topology,
+}
+
+impl TestBroker {
+    /// A fresh, unique prefix (nothing is declared until a process or [`TestBroker::broker`]
+    /// connects).
+    pub fn new() -> Self {
+        let prefix = format!("t{}", &Uuid::now_v7().simple().to_string()[20..]);
+        let settings = Self::settings(&prefix);
+        Self { topology: Topology::from_settings(&settings.amqp), prefix }
+    }
+
+    fn settings(prefix: &str) -> Settings {
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert("GENGATE__AMQP__PREFIX".to_owned(), prefix.to_owned());
+        vars.insert("GENGATE__AMQP__URL".to_owned(), amqp_url());
+        vars.insert("GENGATE__AMQP__DELAY_TIERS_MS".to_owned(), TEST_DELAY_TIERS_MS.to_owned());
+        Settings::load_from(None, Some(vars)).expect("test settings")
+    }
+
+    /// The prefix to give the processes under test (`GENGATE__AMQP__PREFIX`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The names under this prefix.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// A connected [`Broker`] on this namespace (declares the topology), for publishing or
+    /// inspecting from the test itself.
+    pub async fn broker(&self) -> Broker {
+        let settings = Self::settings(&self.prefix);
+        let broker = Broker::new(&settings.amqp, "gengate-test");
+        broker.connect().await.expect("connect to RabbitMQ for tests");
+        broker
+    }
+
+    /// Takes every message currently in `queue` (acknowledging them), bodies parsed as JSON.
+    pub async fn drain(&self, queue: &str) -> Vec<serde_json::Value> {
+        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let channel = conn.create_channel().await.expect("channel");
+        let mut bodies = Vec::new();
+        while let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+        {
+            bodies.push(serde_json::from_slice(&message.delivery.data).expect("JSON message body"));
+        }
+        let _ = conn.close(200, "done".into()).await;
+        bodies
+    }
+}
+
+impl Default for TestBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let queues = self.topology.all_queues();
+        let exchanges = self.topology.all_exchanges();
+        let _ = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async move {
+                let conn =
+                    Connection::connect(&amqp_url(), ConnectionProperties::default()).await.ok()?;
+                for queue in queues {
+                    // A channel closes on a failed delete (queue never declared); use one each.
+                    let channel = conn.create_channel().await.ok()?;
+                    let _ = channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await;
+                }
+                for exchange in exchanges {
+                    let channel = conn.create_channel().await.ok()?;
+                    let _ = channel
+                        .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+                        .await;
+                }
+                let _ = conn.close(200, "test done".into()).await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}

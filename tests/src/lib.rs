@@ -1,0 +1,14 @@
+//! gengate's test harness: fresh databases and broker namespaces per test, the real binaries
+//! started on free ports, and (in later modules) the provider simulator and load generator.
+//!
+//! Tests read like scenarios: `let app = TestApp::spawn().await;` then requests and assertions on
+//! what a user or an operator would see.
+
+pub mod bench;
+pub mod fixtures;
+pub mod harness;
+pub mod sim;
+
+pub use harness::app::{ADMIN_TOKEN, INTERNAL_TOKEN, TestApp, TestAppBuilder, TestUser};
+pub use harness::broker::TestBroker;
+pub use harness::db::TestDatabase;

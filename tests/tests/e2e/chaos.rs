@@ -1,0 +1,352 @@
+//! The chaos suite: 2,000 jobs with mixed fates from users whose credits run out part-way, while
+//! workers are SIGKILLed every few seconds, the API is SIGKILLed once, and RabbitMQ and PostgreSQL
+//! are restarted once each. Afterwards no job may be lost and no credit may have moved twice.
+//!
+//! It restarts shared services, so it runs alone (`serial_`). A failure prints the seed; run it
+//! again with `GENGATE_CHAOS_SEED=<seed>` to replay the same fates and the same sequence of kills
+//! (timing decides the rest). `GENGATE_CHAOS_JOBS` changes the number of jobs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use gengate_shared::ledger;
+use gengate_shared::queue::WorkQueue;
+use gengate_tests::harness::{restart_postgres, restart_rabbitmq};
+use gengate_tests::sim::{Rates, SimConfig};
+use gengate_tests::{TestApp, TestUser};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+const USERS: usize = 5;
+/// Each job costs 24 credits; a user's credits cover about 60% of their jobs at once (refunds
+/// make room for more as jobs fail).
+const CREDITS_PER_USER: i64 = 24 * 240;
+
+/// What became of one submit.
+#[derive(Debug, Clone)]
+enum Submitted {
+    Accepted(String),
+    Refused(u16),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serial_chaos_no_job_is_lost_and_no_credit_moves_twice() {
+    let seed: u64 = std::env::var("GENGATE_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let jobs: usize =
+        std::env::var("GENGATE_CHAOS_JOBS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    eprintln!("chaos seed: {seed} ({jobs} jobs); reproduce with GENGATE_CHAOS_SEED={seed}");
+    let started = Instant::now();
+
+    let sim = SimConfig {
+        seed,
+        task_duration_ms: 300,
+        callback_attempts: 8,
+        callback_retry_interval_ms: 500,
+        rates: Rates {
+            fail: 0.20,
+            dup_callback: 0.10,
+            fail_then_success: 0.10,
+            no_callback: 0.05,
+            create_5xx: 0.05,
+            ..Rates::default()
+        },
+        ..SimConfig::default()
+    };
+    let app = TestApp::builder()
+        .workers(3)
+        .simulator(sim)
+        .env("GENGATE__LIMITS__RATE_LIMIT_PER_SECOND", "0")
+        .env("GENGATE__LIMITS__DEFAULT_MAX_IN_FLIGHT", "100000")
+        .env("GENGATE__WORKER__RECONCILE_WINDOW_MS", "5000")
+        .env("GENGATE__WORKER__SHUTDOWN_GRACE_MS", "2000")
+        .env("GENGATE__MODELS__KLING-V1-6-STD__DEADLINE_SECONDS", "60")
+        .env("GENGATE__DATABASE__ACQUIRE_TIMEOUT_MS", "2000")
+        .spawn()
+        .await;
+    let mut users = Vec::new();
+    for _ in 0..USERS {
+        users.push(app.create_user(CREDITS_PER_USER).await);
+    }
+    let app = Arc::new(Mutex::new(app));
+    let (api_url, http) = {
+        let app = app.lock().await;
+        (app.api_url.clone(), app.http.clone())
+    };
+
+    // Submit everything with 16 clients; every submit has an idempotency key and is retried
+    // until it gets a definite answer, whatever is being killed at the time.
+    let next = Arc::new(AtomicUsize::new(0));
+    let results: Arc<Mutex<BTreeMap<usize, (usize, Submitted)>>> = Arc::default();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (next, results, users, http, api_url) =
+            (next.clone(), results.clone(), users.clone(), http.clone(), api_url.clone());
+        clients.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= jobs {
+                    return;
+                }
+                let user = i % USERS;
+                let outcome = submit_until_answered(&http, &api_url, &users[user], i).await;
+                results.lock().await.insert(i, (user, outcome));
+            }
+        });
+    }
+
+    // Meanwhile: the chaos.
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut restarted_api = false;
+    let mut restarted_rabbitmq = false;
+    let mut restarted_postgres = false;
+    let mut kills = 0;
+    while next.load(Ordering::Relaxed) < jobs {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(2000..4000))).await;
+        let progress = next.load(Ordering::Relaxed) * 100 / jobs;
+        let mut app = app.lock().await;
+        let live: Vec<usize> =
+            (0..app.workers.len()).filter(|i| app.workers[*i].process.is_running()).collect();
+        let victim = live[rng.random_range(0..live.len())];
+        app.workers[victim].process.kill().await;
+        app.start_worker().await;
+        kills += 1;
+        if progress >= 25 && !restarted_api {
+            eprintln!("chaos: SIGKILL the API at {progress}%");
+            app.restart_api(false).await;
+            restarted_api = true;
+        } else if progress >= 45 && !restarted_rabbitmq {
+            eprintln!("chaos: restarting RabbitMQ at {progress}%");
+            drop(app);
+            restarted_rabbitmq = restart_rabbitmq(Duration::from_secs(2)).await;
+        } else if progress >= 65 && !restarted_postgres {
+            eprintln!("chaos: restarting PostgreSQL at {progress}%");
+            drop(app);
+            restarted_postgres = restart_postgres().await;
+        }
+    }
+    // Submitting went faster than the chaos: what did not happen yet happens now, while jobs are
+    // still being processed.
+    {
+        let mut app = app.lock().await;
+        if !restarted_api {
+            eprintln!("chaos: SIGKILL the API after the submits");
+            app.restart_api(false).await;
+            restarted_api = true;
+        }
+    }
+    if !restarted_rabbitmq {
+        eprintln!("chaos: restarting RabbitMQ after the submits");
+        restarted_rabbitmq = restart_rabbitmq(Duration::from_secs(2)).await;
+    }
+    if !restarted_postgres {
+        eprintln!("chaos: restarting PostgreSQL after the submits");
+        restarted_postgres = restart_postgres().await;
+    }
+    while clients.join_next().await.is_some() {}
+    eprintln!(
+        "chaos: {jobs} submits answered in {:?}; {kills} worker kills, API {restarted_api}, RabbitMQ {restarted_rabbitmq}, PostgreSQL {restarted_postgres}",
+        started.elapsed()
+    );
+    let app = Arc::try_unwrap(app).expect("no other owner").into_inner();
+    // Everything reconnects on its own; nothing is restarted for it.
+    app.wait_ready().await;
+
+    let results = Arc::try_unwrap(results).expect("clients are done").into_inner();
+    let accepted: Vec<(usize, String)> = results
+        .values()
+        .filter_map(|(user, outcome)| match outcome {
+            Submitted::Accepted(id) => Some((*user, id.clone())),
+            Submitted::Refused(_) => None,
+        })
+        .collect();
+    let refused: Vec<u16> = results
+        .values()
+        .filter_map(|(_, o)| match o {
+            Submitted::Refused(s) => Some(*s),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        refused.iter().all(|s| *s == 402),
+        "only 402 may refuse a job; got {refused:?} (seed {seed})"
+    );
+    assert!(
+        accepted.len() > jobs / 2 && !refused.is_empty(),
+        "credits should run out part-way: {} accepted (seed {seed})",
+        accepted.len()
+    );
+
+    // Quiescence: every accepted job ends, and the queues and the outbox drain.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let open: Vec<String> = sqlx::query_scalar(
+            "SELECT id::text FROM generations WHERE status IN ('queued', 'submitted') ORDER BY id",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        let polling: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM generations WHERE next_poll_at IS NOT NULL")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        let queued = queue_depths(&app).await;
+        if open.is_empty() && unsent == 0 && polling == 0 && queued.values().all(|n| *n == 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no quiescence after 4 min (seed {seed}): {} unfinished {:?}, {unsent} unsent, {polling} polling, queues {queued:?}",
+            open.len(),
+            &open[..open.len().min(20)]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Every accepted job is terminal, and charged exactly what its status says.
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT g.id::text, g.status, COALESCE(g.final_cost, g.cost),
+                COALESCE((SELECT -sum(amount) FROM ledger_entries e WHERE e.generation_id = g.id AND NOT e.is_voided), 0)::bigint
+         FROM generations g",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows.len(),
+        accepted.len(),
+        "every accepted job exists once, and no refused one (seed {seed})"
+    );
+    let mut wrong = Vec::new();
+    for (id, status, price, net) in &rows {
+        let expected = match status.as_str() {
+            "completed" => *price,
+            "failed" | "canceled" => 0,
+            _ => -1,
+        };
+        if *net != expected {
+            wrong.push(format!("{id}: {status}, charged {net}, expected {expected}"));
+        }
+    }
+    assert!(wrong.is_empty(), "net charges do not match statuses (seed {seed}): {wrong:?}");
+
+    // Each job's status is the last one its audit log moved it to.
+    let split: Vec<String> = sqlx::query_scalar(
+        "SELECT g.id::text FROM generations g
+         WHERE g.status <> (SELECT e.to_status FROM generation_events e
+                            WHERE e.generation_id = g.id AND e.to_status IS NOT NULL ORDER BY e.id DESC LIMIT 1)",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(split.is_empty(), "status and audit log disagree (seed {seed}): {split:?}");
+
+    // Per user: balance = grants − net charges + debt.
+    for user in &users {
+        let credits: Value = app.user_get(user, "/v1/credits").await.json().await.unwrap();
+        let net: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(-sum(e.amount), 0)::bigint FROM ledger_entries e
+             WHERE e.user_id = $1::uuid AND e.generation_id IS NOT NULL AND NOT e.is_voided",
+        )
+        .bind(&user.id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        let balance = credits["balance"].as_i64().unwrap();
+        let debt = credits["debt"].as_i64().unwrap();
+        assert_eq!(balance, CREDITS_PER_USER - net + debt, "user {} (seed {seed})", user.id);
+    }
+    let report = ledger::reconcile(&app.pool, None).await.unwrap();
+    assert!(report.is_clean(), "reconcile (seed {seed}): {:?}", report.mismatches);
+
+    // Anything dead-lettered must be settled already: replaying it changes nothing.
+    let dead = app.ctl_json(&["dlq", "stats", "--json"]).await;
+    if dead["total"].as_u64().unwrap_or(0) > 0 {
+        eprintln!("chaos: {} dead letters: {dead}", dead["total"]);
+        app.ctl_json(&["dlq", "replay", "--all", "--json"]).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let again = ledger::reconcile(&app.pool, None).await.unwrap();
+        assert!(
+            again.is_clean(),
+            "replaying the dead letters changed the books (seed {seed}): {:?}",
+            again.mismatches
+        );
+    }
+    let statuses: BTreeMap<String, usize> =
+        rows.iter().fold(BTreeMap::new(), |mut m, (_, s, _, _)| {
+            *m.entry(s.clone()).or_default() += 1;
+            m
+        });
+    eprintln!(
+        "chaos: passed in {:?}: {statuses:?}, {} refused (402)",
+        started.elapsed(),
+        refused.len()
+    );
+}
+
+/// Submits job `i` until the answer is definite (202 or a 4xx), retrying transport errors and 5xx
+/// with the same idempotency key.
+async fn submit_until_answered(
+    http: &reqwest::Client,
+    api_url: &str,
+    user: &TestUser,
+    i: usize,
+) -> Submitted {
+    let body = json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": format!("chaos job {i}")});
+    let give_up = Instant::now() + Duration::from_secs(120);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let response = http
+            .post(format!("{api_url}/v1/generations"))
+            .bearer_auth(&user.key)
+            .header("Idempotency-Key", format!("chaos-{i}"))
+            .timeout(Duration::from_secs(10))
+            .json(&body)
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status() == 202 => {
+                let g: Value = r.json().await.expect("generation JSON");
+                return Submitted::Accepted(g["id"].as_str().unwrap().to_owned());
+            }
+            Ok(r) if r.status().is_client_error() && r.status() != 408 && r.status() != 429 => {
+                return Submitted::Refused(r.status().as_u16());
+            }
+            _ => {}
+        }
+        assert!(Instant::now() < give_up, "job {i} got no answer for 2 min");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn queue_depths(app: &TestApp) -> BTreeMap<&'static str, u32> {
+    let mut depths = BTreeMap::new();
+    let Ok(channel) = async { app.broker.broker().await.channel().await }.await else {
+        return depths;
+    };
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    let topology = app.broker.topology();
+    let mut names: Vec<(&'static str, String)> =
+        WorkQueue::ALL.iter().map(|q| (q.suffix(), topology.queue(*q))).collect();
+    for tier in topology.delay_tiers() {
+        names.push(("delay", topology.delay_queue(*tier)));
+    }
+    for (label, name) in names {
+        if let Ok(q) = channel.queue_declare(name.into(), passive, Default::default()).await {
+            *depths.entry(label).or_default() += q.message_count();
+        }
+    }
+    depths
+}

@@ -1,0 +1,15 @@
+//! End-to-end scenarios against the real binaries, real PostgreSQL and real RabbitMQ.
+//! One test binary (one link) with a module per area.
+
+mod chaos;
+mod credits;
+mod ctl;
+mod health;
+mod jobs;
+mod lifecycle;
+mod operations;
+mod providers;
+mod serial;
+mod settlement;
+mod simulator;
+mod submit;

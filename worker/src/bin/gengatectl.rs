@@ -1,0 +1,354 @@
+//! `gengatectl`: the operator's tool for gengate. Run `gengatectl --help`, and see
+//! docs/operations.md for the runbook.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use gengate_shared::accounts::NewUser;
+use gengate_shared::config::Settings;
+use gengate_shared::ids::{GenerationId, UserId};
+use gengate_worker::ctl::{self, Refused, admin, dlq, output};
+use time::OffsetDateTime;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gengatectl",
+    version,
+    about = "Operate gengate: dead letters, the ledger, users, credits, generations",
+    after_help = "Exit codes: 0 done, 1 problems found (e.g. ledger mismatches), 2 refused (arguments, \
+                  unconfirmed purge), 3 PostgreSQL or RabbitMQ unreachable or an operation failed."
+)]
+struct Cli {
+    /// Config file (TOML); defaults to $GENGATE_CONFIG, then built-in defaults. Environment
+    /// variables GENGATE__SECTION__KEY override single keys.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Declare the RabbitMQ topology and apply database migrations (idempotent; for deploy scripts).
+    Setup,
+    /// The dead-letter queue: what could not be handled.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// The credits ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// A user's credits.
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+    /// One generation: inspect it, or intervene.
+    #[command(subcommand)]
+    Generation(GenerationCommand),
+}
+
+#[derive(Debug, Args)]
+struct DlqFilter {
+    /// Only dead letters from this queue: jobs, events or poll.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Only this message kind (job.submit, event.provider_update, event.failure, event.canceled, poll.task).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only dead letters about this generation.
+    #[arg(long)]
+    generation: Option<String>,
+    /// Only dead letters younger than this (30s, 15m, 2h, 3d).
+    #[arg(long, value_parser = output::parse_duration)]
+    since: Option<std::time::Duration>,
+}
+
+impl DlqFilter {
+    fn into_filter(self, messages: Vec<String>) -> dlq::Filter {
+        dlq::Filter {
+            queue: self.queue,
+            kind: self.kind,
+            generation: self.generation,
+            since: self.since,
+            messages,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters (the queue is left exactly as it was).
+    List {
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter: its envelope and every header (JSON).
+    Show {
+        /// The message id (from `dlq list`).
+        message_id: String,
+    },
+    /// Send dead letters back to their original routing key (removed from the DLQ once confirmed).
+    Replay {
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+        /// Only these message ids (repeatable).
+        #[arg(long = "message")]
+        messages: Vec<String>,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Say what would be replayed, and replay nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// At most this many messages per second.
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete dead letters for good (asks first unless --yes).
+    Purge {
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+        /// Only these message ids (repeatable).
+        #[arg(long = "message")]
+        messages: Vec<String>,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts by kind and by reason.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Check that every grant, generation and debt adds up; exits 1 if anything does not.
+    Reconcile {
+        /// Only this user.
+        #[arg(long)]
+        user: Option<UserId>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Create a user (with the configured new_user grant).
+    Create {
+        /// Email address (unique).
+        #[arg(long)]
+        email: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Jobs this user may have in flight at once.
+        #[arg(long)]
+        max_in_flight: Option<i32>,
+        /// Print the user as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create an API key for a user; the key is printed once.
+    Create {
+        /// The user.
+        user: UserId,
+        /// A label for the key.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CreditsCommand {
+    /// Grant credits.
+    Grant {
+        /// The user.
+        user: UserId,
+        /// Credits.
+        amount: i64,
+        /// system_add, order_pay (needs --order-no) or new_user.
+        #[arg(long, default_value = "system_add")]
+        source: String,
+        /// When the credits expire: an RFC 3339 time, or a duration from now (30d).
+        #[arg(long)]
+        expires: Option<String>,
+        /// The payment's order number; granting the same order twice grants once.
+        #[arg(long)]
+        order_no: Option<String>,
+        /// Lower is drawn first.
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Balance, grants and recent ledger entries.
+    Show {
+        /// The user.
+        user: UserId,
+        /// How many recent entries.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GenerationCommand {
+    /// Status, params, ledger entries (voided too) and the audit log.
+    Show {
+        /// The generation.
+        id: GenerationId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fail a queued or submitted job and refund it (a later success still completes it).
+    Fail {
+        /// The generation.
+        id: GenerationId,
+        /// Why (goes into the audit log).
+        #[arg(long)]
+        reason: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a job's credits back: fails it if in flight; settles a completed job at 0.
+    Refund {
+        /// The generation.
+        id: GenerationId,
+        /// Why (goes into the audit log).
+        #[arg(long)]
+        reason: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_expiry(text: &str) -> Result<OffsetDateTime, Refused> {
+    if let Ok(at) = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
+        return Ok(at);
+    }
+    output::parse_duration(text).map(|d| OffsetDateTime::now_utc() + d).map_err(|_| {
+        Refused(format!("--expires {text:?} is neither an RFC 3339 time nor a duration like 30d"))
+    })
+}
+
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Setup => ctl::setup(&settings).await?,
+        Command::Ledger(LedgerCommand::Reconcile { user, json }) => {
+            return ctl::reconcile(&settings, user, json).await;
+        }
+        Command::Dlq(command) => match command {
+            DlqCommand::List { filter, limit, json } => {
+                dlq::list(&settings, &filter.into_filter(vec![]), limit, json).await?
+            }
+            DlqCommand::Show { message_id } => dlq::show(&settings, &message_id).await?,
+            DlqCommand::Replay { all, messages, filter, dry_run, rate, json } => {
+                dlq::replay(&settings, &filter.into_filter(messages), all, dry_run, rate, json)
+                    .await?
+            }
+            DlqCommand::Purge { all, messages, filter, yes, json } => {
+                dlq::purge(&settings, &filter.into_filter(messages), all, yes, json).await?
+            }
+            DlqCommand::Stats { json } => dlq::stats(&settings, json).await?,
+        },
+        Command::Users(UsersCommand::Create { email, name, max_in_flight, json }) => {
+            admin::create_user(&settings, NewUser { email, name, max_in_flight }, json).await?
+        }
+        Command::Keys(KeysCommand::Create { user, name, json }) => {
+            admin::create_key(&settings, user, name, json).await?
+        }
+        Command::Credits(CreditsCommand::Grant {
+            user,
+            amount,
+            source,
+            expires,
+            order_no,
+            priority,
+            json,
+        }) => {
+            let expires_at = expires.as_deref().map(parse_expiry).transpose()?;
+            let args = admin::GrantArgs { user, amount, source, expires_at, order_no, priority };
+            admin::grant(&settings, args, json).await?
+        }
+        Command::Credits(CreditsCommand::Show { user, limit, json }) => {
+            admin::show_credits(&settings, user, limit, json).await?
+        }
+        Command::Generation(command) => match command {
+            GenerationCommand::Show { id, json } => {
+                admin::show_generation(&settings, id, json).await?
+            }
+            GenerationCommand::Fail { id, reason, json } => {
+                admin::intervene(&settings, id, &reason, false, json).await?
+            }
+            GenerationCommand::Refund { id, reason, json } => {
+                admin::intervene(&settings, id, &reason, true, json).await?
+            }
+        },
+    }
+    Ok(true)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("gengatectl: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    gengate_shared::install_crypto_provider();
+    match run(cli, settings).await {
+        Ok(true) => ExitCode::SUCCESS,
+        // The command ran and found a problem (e.g. ledger mismatches).
+        Ok(false) => ExitCode::from(1),
+        Err(err) if err.downcast_ref::<Refused>().is_some() => {
+            eprintln!("gengatectl: {err:#}");
+            ExitCode::from(2)
+        }
+        Err(err) => {
+            eprintln!("gengatectl: {err:#}");
+            ExitCode::from(3)
+        }
+    }
+}

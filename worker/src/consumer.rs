@@ -1,0 +1,319 @@
+//! Consuming one work queue: manual acks, a bounded number of messages in hand, and every
+//! message ending in exactly one of: acknowledged, re-published to a delay tier (then
+//! acknowledged), dead-lettered with its error (then acknowledged), or returned to the queue.
+//!
+//! The loop survives the broker going away: lapin's auto-recovery resumes the consumer after a
+//! short outage, and when recovery gives up the loop waits for the process's broker connection to
+//! come back and consumes anew. Deliveries in hand during an outage cannot be acknowledged; the
+//! broker redelivers them, which the idempotent handlers make harmless.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use gengate_shared::queue::topology::DELAY_HEADER;
+use gengate_shared::queue::{Broker, BrokerError, Envelope, Outgoing, WorkQueue};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::context::WorkerContext;
+use crate::handlers::{self, HandlerError, Outcome};
+
+/// Header with the kind of the last error of a dead-lettered message.
+pub const ERROR_KIND_HEADER: &str = "x-gengate-error-kind";
+/// Header with the last error's message.
+pub const ERROR_HEADER: &str = "x-gengate-error";
+/// Header naming the queue the message was taken from.
+pub const ORIGINAL_QUEUE_HEADER: &str = "x-gengate-original-queue";
+/// Header with the time it was dead-lettered (RFC 3339).
+pub const FAILED_AT_HEADER: &str = "x-gengate-failed-at";
+
+/// Consumes `queue` until `shutdown`, then stops taking messages, lets the ones in hand finish
+/// (up to `grace`), and returns. Whatever is still unacknowledged goes back to the queue when the
+/// connection closes.
+pub async fn run(
+    ctx: Arc<WorkerContext>,
+    queue: WorkQueue,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let name = ctx.broker.topology().queue(queue);
+    let in_hand = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(usize::from(ctx.settings.worker.prefetch)));
+    let mut connected = ctx.broker.watch_connected();
+    while !shutdown.is_cancelled() {
+        match consume(&ctx, &name, &in_hand, &slots, &shutdown).await {
+            Ok(()) => {}
+            Err(err) => {
+                tracing::warn!(queue = %name, error = %err, "consumer stopped; starting again when RabbitMQ is back")
+            }
+        }
+        // Wait for a usable connection (or the shutdown) before consuming again.
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = connected.wait_for(|up| *up) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    in_hand.close();
+    if tokio::time::timeout(grace, in_hand.wait()).await.is_err() {
+        tracing::warn!(queue = %name, "messages still in hand after the grace period; they return to the queue");
+    }
+}
+
+async fn consume(
+    ctx: &Arc<WorkerContext>,
+    queue: &str,
+    in_hand: &TaskTracker,
+    slots: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Result<(), BrokerError> {
+    let channel = ctx.broker.channel().await?;
+    channel.basic_qos(ctx.settings.worker.prefetch, BasicQosOptions::default()).await?;
+    let tag = format!("gengate-worker-{}", uuid::Uuid::now_v7());
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            tag.clone().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue, "consuming");
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = channel.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
+                return Ok(());
+            }
+            next = consumer.next() => next,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                // At most `prefetch` messages are handled at once (the broker sends no more anyway).
+                let permit =
+                    slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+                let ctx = ctx.clone();
+                let queue = queue.to_owned();
+                in_hand.spawn(async move {
+                    handle(&ctx, &queue, delivery).await;
+                    drop(permit);
+                });
+            }
+            Some(Err(err)) => {
+                tracing::warn!(queue, error = %err, "delivery error; waiting for the connection to recover");
+                channel.wait_for_recovery(err).await?;
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// How many times a message may fail in a handler (counting the broker's redeliveries) before it
+/// is dead-lettered with its last error. Below the queue's `x-delivery-limit`, so the worker, which
+/// knows the error, normally decides; the broker's limit only catches messages whose worker died
+/// each time.
+fn failure_budget(ctx: &WorkerContext) -> u64 {
+    u64::from(ctx.settings.amqp.delivery_limit.saturating_sub(1).max(1)).min(5)
+}
+
+async fn handle(ctx: &WorkerContext, queue: &str, delivery: Delivery) {
+    let envelope: Envelope = match serde_json::from_slice(&delivery.data) {
+        Ok(envelope) => envelope,
+        Err(err) => {
+            metrics::counter!("gengate_messages_handled_total", "queue" => queue.to_owned(), "outcome" => "poison").increment(1);
+            dead_letter(ctx, queue, &delivery, "unparsable", &err.to_string()).await;
+            return;
+        }
+    };
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!("message", kind = envelope.kind.routing_key(), generation_id = %envelope.generation_id, message_id = %envelope.message_id, attempt = envelope.attempt);
+    let outcome = {
+        let _enter = span.enter();
+        tracing::debug!("handling");
+        drop(_enter);
+        handlers::dispatch(ctx, &envelope, delivery.redelivered).await
+    };
+    let label = match &outcome {
+        Ok(Outcome::Done) => "done",
+        Ok(Outcome::Retry { .. }) => "retry",
+        Ok(Outcome::DeadLetter { .. }) => "dead_letter",
+        Err(_) => "error",
+    };
+    metrics::counter!("gengate_messages_handled_total", "queue" => queue.to_owned(), "outcome" => label).increment(1);
+    metrics::histogram!("gengate_message_handling_seconds", "kind" => envelope.kind.routing_key())
+        .record(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(Outcome::Done) => ack(&delivery).await,
+        Ok(Outcome::Retry { delay, reason }) => {
+            let retry = envelope.retry();
+            match publish_delayed(ctx, &retry, delay).await {
+                Ok(()) => {
+                    tracing::info!(parent: &span, ?delay, reason, next_attempt = retry.attempt, "retrying later");
+                    ack(&delivery).await;
+                }
+                Err(err) => {
+                    tracing::warn!(parent: &span, error = %err, "could not schedule the retry; returning the message");
+                    nack_requeue(&delivery).await;
+                }
+            }
+        }
+        Ok(Outcome::DeadLetter { kind, message }) => {
+            tracing::warn!(parent: &span, kind, message, "dead-lettering");
+            dead_letter(ctx, queue, &delivery, kind, &message).await;
+        }
+        Err(err) => {
+            let failures = delivery_count(&delivery) + 1;
+            if failures >= failure_budget(ctx) {
+                tracing::error!(parent: &span, error = %err, failures, "handler keeps failing; dead-lettering");
+                dead_letter(ctx, queue, &delivery, err.kind(), &err.to_string()).await;
+            } else {
+                // Hold the message a moment so a dependency that is down is not hammered.
+                tracing::warn!(parent: &span, error = %err, failures, "handler failed; the message goes back to the queue");
+                tokio::time::sleep(Duration::from_millis(250 * failures)).await;
+                nack_requeue(&delivery).await;
+            }
+        }
+    }
+}
+
+/// Deliveries of this message before this one (quorum queues count them in `x-delivery-count`).
+fn delivery_count(delivery: &Delivery) -> u64 {
+    let Some(headers) = delivery.properties.headers() else { return 0 };
+    match headers.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongUInt(n)) => u64::from(*n),
+        Some(AMQPValue::ShortInt(n)) => u64::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+async fn ack(delivery: &Delivery) {
+    if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
+        // The channel is gone; the broker will redeliver, and handlers are idempotent.
+        tracing::warn!(error = %err, "ack failed");
+    }
+}
+
+async fn nack_requeue(delivery: &Delivery) {
+    if let Err(err) = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+    {
+        tracing::warn!(error = %err, "nack failed");
+    }
+}
+
+/// Publishes `envelope` to the delay tier covering `delay`; it comes back to its queue after the
+/// tier's TTL.
+pub async fn publish_delayed(
+    ctx: &WorkerContext,
+    envelope: &Envelope,
+    delay: Duration,
+) -> Result<(), BrokerError> {
+    let topology = ctx.broker.topology();
+    let tier = topology.tier_for(delay);
+    let mut headers = FieldTable::default();
+    headers.insert(
+        DELAY_HEADER.into(),
+        AMQPValue::LongString(LongString::from(tier.as_millis().to_string())),
+    );
+    let body = envelope.to_bytes();
+    ctx.broker
+        .publish(Outgoing {
+            exchange: &topology.delay_exchange(),
+            routing_key: envelope.kind.routing_key(),
+            body: &body,
+            message_id: Some(envelope.message_id.to_string()),
+            headers,
+        })
+        .await
+}
+
+/// Publishes `envelope` to its queue now.
+pub async fn publish(broker: &Broker, envelope: &Envelope) -> Result<(), BrokerError> {
+    let body = envelope.to_bytes();
+    broker
+        .publish(Outgoing {
+            exchange: &broker.topology().exchange(),
+            routing_key: envelope.kind.routing_key(),
+            body: &body,
+            message_id: Some(envelope.message_id.to_string()),
+            headers: FieldTable::default(),
+        })
+        .await
+}
+
+/// Moves a message to the dead-letter queue with its original routing key, body and headers plus
+/// the last error, then acknowledges it. If the dead-letter publish is not confirmed, the message
+/// goes back to its queue instead: nothing is dropped.
+async fn dead_letter(
+    ctx: &WorkerContext,
+    queue: &str,
+    delivery: &Delivery,
+    kind: &str,
+    message: &str,
+) {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    headers.insert(ShortString::from(ERROR_KIND_HEADER), text(kind));
+    headers.insert(ShortString::from(ERROR_HEADER), text(&truncate(message, 2000)));
+    headers.insert(ShortString::from(ORIGINAL_QUEUE_HEADER), text(queue));
+    let now = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    headers.insert(ShortString::from(FAILED_AT_HEADER), text(&now));
+    let message_id = delivery.properties.message_id().as_ref().map(|id| id.to_string());
+    let published = ctx
+        .broker
+        .publish(Outgoing {
+            exchange: &ctx.broker.topology().dead_letter_exchange(),
+            routing_key: delivery.routing_key.as_str(),
+            body: &delivery.data,
+            message_id,
+            headers,
+        })
+        .await;
+    match published {
+        Ok(()) => {
+            metrics::counter!("gengate_dead_letters_total", "queue" => queue.to_owned(), "reason" => kind.to_owned()).increment(1);
+            ack(delivery).await;
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "could not dead-letter; returning the message to its queue");
+            nack_requeue(delivery).await;
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+impl HandlerError {
+    /// A short, stable name for the error's kind (the dead-letter header and the metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerError::Database(_) => "database",
+            HandlerError::Broker(_) => "broker",
+            HandlerError::Ledger(_) => "ledger",
+            HandlerError::Other(_) => "internal",
+        }
+    }
+}

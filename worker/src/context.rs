@@ -1,0 +1,39 @@
+//! What every handler of the worker process shares.
+
+use std::sync::Arc;
+
+use gengate_shared::allowlist::ResultAllowlist;
+use gengate_shared::config::Settings;
+use gengate_shared::generation::callback_token::CallbackKeys;
+use gengate_shared::queue::Broker;
+use sqlx::PgPool;
+
+use crate::providers::Registry;
+
+/// The worker's handles and settings.
+#[derive(Debug)]
+pub struct WorkerContext {
+    /// Settings as loaded at start-up.
+    pub settings: Arc<Settings>,
+    /// PostgreSQL.
+    pub pool: PgPool,
+    /// RabbitMQ.
+    pub broker: Broker,
+    /// Provider clients, each behind its limits.
+    pub providers: Registry,
+    /// Callback-token keys (to build callback URLs).
+    pub callback_keys: CallbackKeys,
+    /// Result URLs gengate accepts (polled results are checked here; webhooks at ingress).
+    pub allowlist: ResultAllowlist,
+}
+
+impl WorkerContext {
+    /// Bundles the handles; fails when the settings lack what the worker needs.
+    pub fn new(settings: Settings, pool: PgPool, broker: Broker) -> anyhow::Result<Self> {
+        let callback_keys =
+            CallbackKeys::required(&settings.webhook).map_err(anyhow::Error::msg)?;
+        let providers = Registry::from_settings(&settings.providers)?;
+        let allowlist = ResultAllowlist::from_settings(&settings.webhook);
+        Ok(Self { settings: Arc::new(settings), pool, broker, providers, callback_keys, allowlist })
+    }
+}

@@ -1,0 +1,78 @@
+//! One HTTP exchange with a provider: the client every adapter builds, sending a request and
+//! reading its answer, and network failures turned into retryable errors.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use gengate_shared::config::ProviderLimits;
+use gengate_shared::providers::ProviderError;
+
+/// An answer, whatever its status: the adapter's wire module reads it.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// `Retry-After` in seconds, when the provider sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl Answer {
+    /// Adds the provider's `Retry-After` to a retryable error that has none.
+    pub fn with_retry_after(&self, error: ProviderError) -> ProviderError {
+        match error {
+            ProviderError::Retryable { code, message, retry_after: None } => {
+                ProviderError::Retryable { code, message, retry_after: self.retry_after }
+            }
+            other => other,
+        }
+    }
+}
+
+/// The HTTP client of one provider: its timeout, and no redirects (provider APIs do not
+/// redirect, and following one could carry credentials somewhere unexpected).
+pub(super) fn client(limits: &ProviderLimits) -> reqwest::Result<reqwest::Client> {
+    // reqwest panics when building a client without a TLS crypto provider; installing it here
+    // (a no-op once done) keeps a forgotten start-up step from crashing the worker.
+    gengate_shared::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_millis(limits.timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("gengate/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Sends `request` and reads the whole answer.
+pub(super) async fn exchange(request: reqwest::RequestBuilder) -> Result<Answer, ProviderError> {
+    let response = request.send().await.map_err(network_error)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = response.bytes().await.map_err(network_error)?.to_vec();
+    Ok(Answer { status, body, retry_after })
+}
+
+/// Timeouts, refused connections and broken bodies: the request may or may not have arrived, and
+/// trying again later is the only sensible answer.
+fn network_error(error: reqwest::Error) -> ProviderError {
+    let code = if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connect"
+    } else {
+        "network"
+    };
+    // The URL holds nothing secret, but the request's own error is enough; its causes say why.
+    let error = error.without_url();
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    ProviderError::Retryable { code: code.to_owned(), message, retry_after: None }
+}
