@@ -145,30 +145,13 @@ impl Topology {
     /// the channel with PRECONDITION_FAILED, which is reported, not papered over.)
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        channel
-            .exchange_declare(
-                self.exchange().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.dead_letter_exchange().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.delay_exchange().into(),
-                ExchangeKind::Headers,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
+        for (exchange, kind) in [
+            (self.exchange(), ExchangeKind::Topic),
+            (self.dead_letter_exchange(), ExchangeKind::Topic),
+            (self.delay_exchange(), ExchangeKind::Headers),
+        ] {
+            channel.exchange_declare(exchange.into(), kind, durable, FieldTable::default()).await?;
+        }
 
         let queue_options = QueueDeclareOptions { durable: true, ..Default::default() };
         for queue in WorkQueue::ALL {
