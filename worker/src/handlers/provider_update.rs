@@ -28,8 +28,20 @@ use super::{HandlerError, Job, Outcome};
 use crate::context::WorkerContext;
 
 /// A terminal update that arrives before the job's submission is recorded (a fast provider) is
-/// retried this many times, a few seconds apart.
-const EARLY_UPDATE_RETRIES: u32 = 6;
+/// retried this many times: first a second apart (the worker that created the task usually
+/// records it within milliseconds), then five seconds apart, about half a minute in all, for a
+/// provider whose create answer is slow.
+const EARLY_UPDATE_RETRIES: u32 = 8;
+const EARLY_UPDATE_QUICK_RETRIES: u32 = 3;
+
+/// When to look again at an update that came before the submission was recorded.
+fn early_update_retry(attempt: u32) -> Outcome {
+    let seconds = if attempt < EARLY_UPDATE_QUICK_RETRIES { 1 } else { 5 };
+    Outcome::Retry {
+        delay: Duration::from_secs(seconds),
+        reason: "the submission is not recorded yet".into(),
+    }
+}
 
 /// The failure code of a job whose provider put its result off the allowlist.
 const REFUSED_RESULT: &str = "result_url_rejected";
@@ -97,10 +109,7 @@ pub(super) async fn handle(
             if job.status() == GenerationStatus::Queued
                 && envelope.attempt < EARLY_UPDATE_RETRIES =>
         {
-            Ok(Outcome::Retry {
-                delay: Duration::from_secs(2),
-                reason: "the submission is not recorded yet".into(),
-            })
+            Ok(early_update_retry(envelope.attempt))
         }
         TaskState::Failed { code, message } => {
             let from = [GenerationStatus::Queued, GenerationStatus::Submitted];
@@ -130,10 +139,7 @@ async fn succeeded(
     match job.status() {
         // The provider is faster than our record of the submission: come back shortly.
         GenerationStatus::Queued if envelope.attempt < EARLY_UPDATE_RETRIES => {
-            return Ok(Outcome::Retry {
-                delay: Duration::from_secs(2),
-                reason: "the submission is not recorded yet".into(),
-            });
+            return Ok(early_update_retry(envelope.attempt));
         }
         GenerationStatus::Completed | GenerationStatus::Canceled => {
             // Final already: the audit log notes the arrival, nothing else changes.
