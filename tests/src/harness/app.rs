@@ -58,7 +58,12 @@ impl TestAppBuilder {
     pub async fn spawn(self) -> TestApp {
         gengate_shared::install_crypto_provider();
         let db = TestDatabase::create().await;
-        let broker = TestBroker::new();
+        // A test may set tiers of its own; the broker must know them to clean up every queue.
+        let broker = TestBroker::with_delay_tiers(
+            self.env
+                .get("GENGATE__AMQP__DELAY_TIERS_MS")
+                .map_or(super::broker::TEST_DELAY_TIERS_MS, String::as_str),
+        );
         let sim = Simulator::start(self.sim).expect("start the provider simulator");
         let run_id = Uuid::now_v7().simple().to_string();
         let log_dir = log_dir(&run_id);

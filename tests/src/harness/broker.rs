@@ -20,23 +20,34 @@ pub const TEST_DELAY_TIERS_MS: &str = "1000,2000,5000";
 #[derive(Debug)]
 pub struct TestBroker {
     prefix: String,
+    delay_tiers_ms: String,
     topology: Topology,
 }
 
 impl TestBroker {
-    /// A fresh, unique prefix (nothing is declared until a process or [`TestBroker::broker`]
-    /// connects).
+    /// A fresh, unique prefix with the test delay tiers (nothing is declared until a process or
+    /// [`TestBroker::broker`] connects).
     pub fn new() -> Self {
-        let prefix = format!("t{}", &Uuid::now_v7().simple().to_string()[20..]);
-        let settings = Self::settings(&prefix);
-        Self { topology: Topology::from_settings(&settings.amqp), prefix }
+        Self::with_delay_tiers(TEST_DELAY_TIERS_MS)
     }
 
-    fn settings(prefix: &str) -> Settings {
+    /// A fresh, unique prefix whose processes use these delay tiers (`GENGATE__AMQP__DELAY_TIERS_MS`
+    /// syntax), so that every tier queue they declare is deleted at the end too.
+    pub fn with_delay_tiers(delay_tiers_ms: &str) -> Self {
+        let prefix = format!("t{}", &Uuid::now_v7().simple().to_string()[20..]);
+        let settings = Self::settings(&prefix, delay_tiers_ms);
+        Self {
+            topology: Topology::from_settings(&settings.amqp),
+            prefix,
+            delay_tiers_ms: delay_tiers_ms.to_owned(),
+        }
+    }
+
+    fn settings(prefix: &str, delay_tiers_ms: &str) -> Settings {
         let mut vars = std::collections::BTreeMap::new();
         vars.insert("GENGATE__AMQP__PREFIX".to_owned(), prefix.to_owned());
         vars.insert("GENGATE__AMQP__URL".to_owned(), amqp_url());
-        vars.insert("GENGATE__AMQP__DELAY_TIERS_MS".to_owned(), TEST_DELAY_TIERS_MS.to_owned());
+        vars.insert("GENGATE__AMQP__DELAY_TIERS_MS".to_owned(), delay_tiers_ms.to_owned());
         Settings::load_from(None, Some(vars)).expect("test settings")
     }
 
@@ -53,7 +64,7 @@ impl TestBroker {
     /// A connected [`Broker`] on this namespace (declares the topology), for publishing or
     /// inspecting from the test itself.
     pub async fn broker(&self) -> Broker {
-        let settings = Self::settings(&self.prefix);
+        let settings = Self::settings(&self.prefix, &self.delay_tiers_ms);
         let broker = Broker::new(&settings.amqp, "gengate-test");
         broker.connect().await.expect("connect to RabbitMQ for tests");
         broker
