@@ -1,7 +1,7 @@
 //! A private RabbitMQ namespace per test: a unique `amqp.prefix`, so parallel tests never share an
 //! exchange or a queue. Everything under the prefix is deleted when the test ends.
 
-use gengate_shared::config::Settings;
+use gengate_shared::config::{AmqpSettings, Settings};
 use gengate_shared::queue::{Broker, Topology};
 use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
@@ -19,8 +19,8 @@ pub const TEST_DELAY_TIERS_MS: &str = "1000,2000,5000";
 /// A test's broker namespace.
 #[derive(Debug)]
 pub struct TestBroker {
-    prefix: String,
-    delay_tiers_ms: String,
+    /// What the test's processes are given (prefix, URL, delay tiers).
+    settings: AmqpSettings,
     topology: Topology,
 }
 
@@ -35,25 +35,17 @@ impl TestBroker {
     /// syntax), so that every tier queue they declare is deleted at the end too.
     pub fn with_delay_tiers(delay_tiers_ms: &str) -> Self {
         let prefix = format!("t{}", &Uuid::now_v7().simple().to_string()[20..]);
-        let settings = Self::settings(&prefix, delay_tiers_ms);
-        Self {
-            topology: Topology::from_settings(&settings.amqp),
-            prefix,
-            delay_tiers_ms: delay_tiers_ms.to_owned(),
-        }
-    }
-
-    fn settings(prefix: &str, delay_tiers_ms: &str) -> Settings {
         let mut vars = std::collections::BTreeMap::new();
-        vars.insert("GENGATE__AMQP__PREFIX".to_owned(), prefix.to_owned());
+        vars.insert("GENGATE__AMQP__PREFIX".to_owned(), prefix);
         vars.insert("GENGATE__AMQP__URL".to_owned(), amqp_url());
         vars.insert("GENGATE__AMQP__DELAY_TIERS_MS".to_owned(), delay_tiers_ms.to_owned());
-        Settings::load_from(None, Some(vars)).expect("test settings")
+        let settings = Settings::load_from(None, Some(vars)).expect("test settings").amqp;
+        Self { topology: Topology::from_settings(&settings), settings }
     }
 
     /// The prefix to give the processes under test (`GENGATE__AMQP__PREFIX`).
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        &self.settings.prefix
     }
 
     /// The names under this prefix.
@@ -64,8 +56,7 @@ impl TestBroker {
     /// A connected [`Broker`] on this namespace (declares the topology), for publishing or
     /// inspecting from the test itself.
     pub async fn broker(&self) -> Broker {
-        let settings = Self::settings(&self.prefix, &self.delay_tiers_ms);
-        let broker = Broker::new(&settings.amqp, "gengate-test");
+        let broker = Broker::new(&self.settings, "gengate-test");
         broker.connect().await.expect("connect to RabbitMQ for tests");
         broker
     }
