@@ -4,7 +4,7 @@
 //!
 //! - A submitted job whose next poll is long overdue (its poll message was lost) gets a poll now.
 //! - A queued job past its deadline (its job message was lost or dead-lettered) fails and is
-//!   refunded.
+//!   refunded; the failure is sent again only if the job is still queued a minute later.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +20,9 @@ use crate::context::WorkerContext;
 
 /// Arbitrary, fixed: the advisory lock that makes one sweeper run at a time.
 const SWEEP_LOCK: i64 = 0x67_656e_6761_7465;
-/// A poll this late is considered lost.
-const POLL_GRACE_SECS: f64 = 60.0;
+/// A poll this late, or a failure the sweeper sent this long ago for a job still queued, is
+/// considered lost.
+const LOST_AFTER_SECS: f64 = 60.0;
 /// Most generations handled per sweep (the next sweep takes the rest).
 const BATCH: i64 = 500;
 
@@ -79,7 +80,7 @@ async fn sweep_locked(ctx: &WorkerContext) -> anyhow::Result<Sweep> {
                       ORDER BY next_poll_at LIMIT $2)
          RETURNING id, polls",
     )
-    .bind(POLL_GRACE_SECS)
+    .bind(LOST_AFTER_SECS)
     .bind(BATCH)
     .fetch_all(&ctx.pool)
     .await?;
@@ -89,12 +90,19 @@ async fn sweep_locked(ctx: &WorkerContext) -> anyhow::Result<Sweep> {
         sweep.polls += 1;
     }
     // Queued jobs past their deadline never reached a provider: fail them (through the same event
-    // handle-failure uses, so the failure path is one).
+    // handle-failure uses, so the failure path is one). Marked as sent, like the polls above, so
+    // that workers behind on `gengate.events` get one failure per job, not one per sweep.
     let stuck: Vec<GenerationId> = sqlx::query_scalar(
-        "SELECT id FROM generations WHERE status = $1 AND deadline_at < now() ORDER BY deadline_at LIMIT $2",
+        "UPDATE generations SET swept_at = now()
+         WHERE id IN (SELECT id FROM generations
+                      WHERE status = $1 AND deadline_at < now()
+                        AND (swept_at IS NULL OR swept_at < now() - make_interval(secs => $3))
+                      ORDER BY deadline_at LIMIT $2)
+         RETURNING id",
     )
     .bind(GenerationStatus::Queued.as_str())
     .bind(BATCH)
+    .bind(LOST_AFTER_SECS)
     .fetch_all(&ctx.pool)
     .await?;
     for id in stuck {

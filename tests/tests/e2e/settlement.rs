@@ -8,9 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use gengate_shared::config::Settings;
+use gengate_shared::queue::{Broker, WorkQueue};
 use gengate_tests::harness::eventually;
 use gengate_tests::sim::{Outcome, Rates, SimConfig, TaskView};
 use gengate_tests::{INTERNAL_TOKEN, TestApp, TestAppBuilder, TestUser};
+use gengate_worker::context::WorkerContext;
+use gengate_worker::sweeper::sweep;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -1237,5 +1241,59 @@ async fn a_job_whose_poll_was_lost_is_found_by_the_sweeper() {
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(done["charged"], SORA_COST);
     assert_charged_once(&app, &id, SORA_COST).await;
+    assert_reconciled(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_past_its_deadline_is_failed_once_however_often_the_sweeper_runs() {
+    // No workers yet: nothing consumes, as when every worker is down or far behind.
+    let mut app = TestApp::spawn().await;
+    let user = app.create_user(1000).await;
+    let id = app.submit_ok(&user, &kling("lost in the queue")).await;
+    // The job message is lost (taken off the queue once the relay published it) and the deadline
+    // has passed: only the sweeper can settle this job.
+    eventually("the job message published", WAIT, || async {
+        let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        (unsent == 0).then_some(())
+    })
+    .await;
+    let topology = app.broker.topology().clone();
+    assert_eq!(app.broker.drain(&topology.queue(WorkQueue::Jobs)).await.len(), 1);
+    sqlx::query(
+        "UPDATE generations SET deadline_at = now() - interval '1 second' WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    // Sweeps, two at once and then more, with nobody consuming what they send.
+    let settings = Settings::load_from(None, Some(app.env().clone())).expect("settings");
+    let broker = Broker::new(&settings.amqp, "gengate-test-sweeper");
+    broker.connect().await.expect("connect to RabbitMQ");
+    let ctx = WorkerContext::new(settings, app.pool.clone(), broker.clone()).expect("context");
+    let (first, second) = tokio::join!(sweep(&ctx), sweep(&ctx));
+    let mut sent = first.unwrap().failures + second.unwrap().failures;
+    for _ in 0..3 {
+        sent += sweep(&ctx).await.unwrap().failures;
+    }
+    assert_eq!(sent, 1, "one failure sent for the one stuck job");
+    let channel = broker.channel().await.unwrap();
+    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+    let events = channel
+        .queue_declare(topology.queue(WorkQueue::Events).into(), passive, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(events.message_count(), 1, "gengate.events holds one failure, not one per sweep");
+
+    // A worker comes back: the job fails and its credits come back, once.
+    app.start_worker().await;
+    let failed = app.wait_for_status(&user, &id, "failed", WAIT).await;
+    assert_eq!(failed["failure"]["code"], "deadline_exceeded", "{failed}");
+    assert_eq!(failed["charged"], 0);
+    assert_eq!(credits(&app, &user).await, (1000, 0));
     assert_reconciled(&app).await;
 }
