@@ -78,6 +78,10 @@ async fn consume(
     slots: &Arc<Semaphore>,
     shutdown: &CancellationToken,
 ) -> Result<(), BrokerError> {
+    // Noted before the channel is made: a connection made in between costs one needless restart,
+    // never a consumer left on a dead connection.
+    let mut replaced = ctx.broker.watch_connections_made();
+    replaced.borrow_and_update();
     let channel = ctx.broker.channel().await?;
     channel.basic_qos(ctx.settings.worker.prefetch, BasicQosOptions::default()).await?;
     let tag = format!("gengate-worker-{}", uuid::Uuid::now_v7());
@@ -96,6 +100,7 @@ async fn consume(
                 let _ = channel.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
                 return Ok(());
             }
+            Ok(()) = replaced.changed() => return Err(connection_replaced(queue)),
             next = consumer.next() => next,
         };
         match next {
@@ -112,11 +117,20 @@ async fn consume(
             }
             Some(Err(err)) => {
                 tracing::warn!(queue, error = %err, "delivery error; waiting for the connection to recover");
-                channel.wait_for_recovery(err).await?;
+                tokio::select! {
+                    recovered = channel.wait_for_recovery(err) => recovered?,
+                    Ok(()) = replaced.changed() => return Err(connection_replaced(queue)),
+                }
             }
             None => return Ok(()),
         }
     }
+}
+
+/// The consumer's connection was given up on and a new one made: consume on that one.
+fn connection_replaced(queue: &str) -> BrokerError {
+    tracing::info!(queue, "RabbitMQ connection replaced; consuming on the new one");
+    BrokerError::Unavailable
 }
 
 /// How many times a message may fail in a handler (counting the broker's redeliveries) before it

@@ -74,6 +74,9 @@ struct Inner {
     connection: std::sync::RwLock<Option<Arc<Connection>>>,
     publish_channel: Mutex<Option<Channel>>,
     connected: watch::Sender<bool>,
+    /// Counts the connections made: a consumer whose channel belongs to an earlier one must start
+    /// again on the new one.
+    connections_made: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -99,6 +102,7 @@ impl Broker {
                 connection: std::sync::RwLock::new(None),
                 publish_channel: Mutex::new(None),
                 connected: watch::channel(false).0,
+                connections_made: watch::channel(0).0,
             }),
         }
     }
@@ -116,6 +120,13 @@ impl Broker {
     /// Changes of [`Broker::is_connected`], for consumers that wait for the broker to come back.
     pub fn watch_connected(&self) -> watch::Receiver<bool> {
         self.inner.connected.subscribe()
+    }
+
+    /// Changes whenever a new connection replaces the previous one. Channels of a connection the
+    /// supervisor gave up on (lapin's recovery stalled) are not always told: a consumer on one
+    /// can wait forever for deliveries, so consumers watch this and start again.
+    pub fn watch_connections_made(&self) -> watch::Receiver<u64> {
+        self.inner.connections_made.subscribe()
     }
 
     /// Returns the live connection, connecting (and declaring the topology) if there is none.
@@ -162,6 +173,9 @@ impl Broker {
 
     fn set_connection(&self, conn: Option<Arc<Connection>>) {
         let up = conn.is_some();
+        if up {
+            self.inner.connections_made.send_modify(|made| *made += 1);
+        }
         *self.inner.connection.write().expect("connection lock poisoned") = conn;
         self.inner.connected.send_replace(up);
     }
