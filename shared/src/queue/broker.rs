@@ -23,6 +23,12 @@ use crate::config::{AmqpSettings, redact_url};
 /// new one.
 pub const RECOVERY_PATIENCE: Duration = Duration::from_secs(15);
 
+/// How long a publish waits for the broker's confirm. A confirm that never comes (the channel
+/// belonged to a connection the supervisor replaced, or the broker went away mid-publish) must not
+/// hold its caller forever: the outbox relay would keep its claimed rows locked, and nothing would
+/// be published again.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a broker operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -72,7 +78,8 @@ struct Inner {
     /// Serializes connection attempts; never held while publishing.
     connecting: Mutex<()>,
     connection: std::sync::RwLock<Option<Arc<Connection>>>,
-    publish_channel: Mutex<Option<Channel>>,
+    /// The confirm-mode channel publishes go through, with the connection (by count) it belongs to.
+    publish_channel: Mutex<Option<(u64, Channel)>>,
     connected: watch::Sender<bool>,
     /// Counts the connections made: a consumer whose channel belongs to an earlier one must start
     /// again on the new one.
@@ -255,9 +262,40 @@ impl Broker {
     }
 
     /// Publishes one persistent message with publisher confirms and `mandatory`, and waits for the
-    /// broker's confirm: `Ok` means the message is stored in every queue it routes to.
+    /// broker's confirm (at most [`CONFIRM_TIMEOUT`]): `Ok` means the message is stored in every
+    /// queue it routes to.
     pub async fn publish(&self, message: Outgoing<'_>) -> Result<(), BrokerError> {
         let channel = self.publish_channel().await?;
+        let routing_key = message.routing_key;
+        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, Self::publish_on(&channel, message))
+            .await
+            .unwrap_or_else(|_| {
+                Err(BrokerError::NotConfirmed(format!(
+                    "no confirm within {} s",
+                    CONFIRM_TIMEOUT.as_secs()
+                )))
+            });
+        match confirmed {
+            Ok(Confirmation::Ack(None)) => Ok(()),
+            Ok(Confirmation::Ack(Some(_))) => {
+                Err(BrokerError::Unroutable { routing_key: routing_key.to_owned() })
+            }
+            Ok(Confirmation::Nack(_)) => Err(BrokerError::NotConfirmed("nack".into())),
+            Ok(Confirmation::NotRequested) => {
+                Err(BrokerError::NotConfirmed("confirms not enabled".into()))
+            }
+            Err(err) => {
+                // The channel is suspect: the next publish opens a new one.
+                self.drop_publish_channel(&channel).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn publish_on(
+        channel: &Channel,
+        message: Outgoing<'_>,
+    ) -> Result<Confirmation, BrokerError> {
         let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
@@ -273,46 +311,30 @@ impl Broker {
                 message.body,
                 properties,
             )
-            .await;
-        let confirm = match confirm {
-            Ok(confirm) => confirm,
-            Err(err) => {
-                self.drop_publish_channel(&channel).await;
-                return Err(err.into());
-            }
-        };
-        match confirm.await {
-            Ok(Confirmation::Ack(None)) => Ok(()),
-            Ok(Confirmation::Ack(Some(_))) => {
-                Err(BrokerError::Unroutable { routing_key: message.routing_key.to_owned() })
-            }
-            Ok(Confirmation::Nack(_)) => Err(BrokerError::NotConfirmed("nack".into())),
-            Ok(Confirmation::NotRequested) => {
-                Err(BrokerError::NotConfirmed("confirms not enabled".into()))
-            }
-            Err(err) => {
-                self.drop_publish_channel(&channel).await;
-                Err(BrokerError::NotConfirmed(err.to_string()))
-            }
-        }
+            .await?;
+        confirm.await.map_err(|err| BrokerError::NotConfirmed(err.to_string()))
     }
 
+    /// The confirm-mode channel on the live connection. A channel of an earlier connection is not
+    /// reused even if it still looks open (see [`Broker::watch_connections_made`]).
     async fn publish_channel(&self) -> Result<Channel, BrokerError> {
         let mut slot = self.inner.publish_channel.lock().await;
-        if let Some(channel) = slot.as_ref()
+        let connection = *self.inner.connections_made.borrow();
+        if let Some((made, channel)) = slot.as_ref()
+            && *made == connection
             && channel.status().connected()
         {
             return Ok(channel.clone());
         }
         let channel = self.channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        *slot = Some(channel.clone());
+        *slot = Some((connection, channel.clone()));
         Ok(channel)
     }
 
     async fn drop_publish_channel(&self, failed: &Channel) {
         let mut slot = self.inner.publish_channel.lock().await;
-        if slot.as_ref().is_some_and(|c| c.id() == failed.id()) {
+        if slot.as_ref().is_some_and(|(_, c)| c.id() == failed.id()) {
             *slot = None;
         }
     }
