@@ -13,9 +13,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::SimConfig;
-use super::jwt;
+use super::fate::Outcome;
 use super::state::{RecordedRequest, Sim, now_ms};
+use super::{SimConfig, jwt, lifecycle};
 
 /// Largest request body accepted (Kling takes bare base64 images inline).
 pub(crate) const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Router<Sim> {
         .route("/_sim/requests", get(requests))
         .route("/_sim/tasks", get(tasks))
         .route("/_sim/tasks/{id}", get(task))
+        .route("/_sim/tasks/{id}/finish", post(finish))
         .route("/_sim/config", get(config).post(update_config))
         .route("/_sim/reset", post(reset))
 }
@@ -104,6 +105,31 @@ async fn task(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
         Some(view) => Json(view).into_response(),
         None => problem(StatusCode::NOT_FOUND, &format!("no task {id}")),
     }
+}
+
+/// Ends a task now: `{"outcome": "succeed"}` or `{"outcome": "fail"}` (for `[[sim:never]]` tasks).
+async fn finish(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    Json(body): Json<FinishRequest>,
+) -> Response {
+    let Some(task_id) = sim.with(|state| state.find_task(&id).map(|t| t.task_id.clone())) else {
+        return problem(StatusCode::NOT_FOUND, &format!("no task {id}"));
+    };
+    if !matches!(body.outcome, Outcome::Succeed | Outcome::Fail) {
+        return problem(StatusCode::BAD_REQUEST, "outcome must be succeed or fail");
+    }
+    lifecycle::finish(&sim, &task_id, body.outcome);
+    match sim.with(|state| state.find_task(&task_id).map(|task| state.view(task))) {
+        Some(view) => Json(view).into_response(),
+        None => problem(StatusCode::NOT_FOUND, &format!("no task {id}")),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FinishRequest {
+    outcome: Outcome,
 }
 
 async fn config(State(sim): State<Sim>) -> Json<SimConfig> {

@@ -40,6 +40,9 @@ pub struct Directives {
     pub accept_delay_ms: Option<u64>,
     /// `[[sim:usage=N]]`: the units Kling reports having charged (`final_unit_deduction`).
     pub usage: Option<u64>,
+    /// `[[sim:dirty-failure]]`: a failure's message carries a NUL and other control characters,
+    /// as a careless provider's might.
+    pub dirty_failure: bool,
 }
 
 impl Directives {
@@ -72,6 +75,7 @@ impl Directives {
             ("reject", None) => self.reject = true,
             ("unknown-status", None) => self.unknown_status = true,
             ("evil-url", None) => self.evil_url = true,
+            ("dirty-failure", None) => self.dirty_failure = true,
             ("create-retry", Some(_)) if number().is_some() => {
                 self.create_retry = number().map_or(0, saturating_u32);
             }
@@ -85,12 +89,16 @@ impl Directives {
         }
     }
 
-    /// Whether any marker decides the fate. Only timing markers (`delay`, `accept-delay`) leave
-    /// a task to the configured rates.
+    /// Whether any marker decides the fate. Only markers of timing and detail (`delay`,
+    /// `accept-delay`, `usage`, `dirty-failure`) leave a task to the configured rates.
     pub fn decides_fate(&self) -> bool {
-        let timing_only =
-            Self { delay_ms: None, accept_delay_ms: None, usage: None, ..self.clone() }
-                == Self::default();
+        let timing_only = Self {
+            delay_ms: None,
+            accept_delay_ms: None,
+            usage: None,
+            dirty_failure: false,
+            ..self.clone()
+        } == Self::default();
         !timing_only
     }
 }

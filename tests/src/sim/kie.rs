@@ -141,7 +141,7 @@ pub(crate) fn record(task: &Task, base_url: &str) -> Value {
         json!({"resultUrls": [url]}).to_string()
     });
     let (fail_code, fail_msg) = match task.phase {
-        Phase::Failed => ("501", "simulated failure: the generation did not pass review"),
+        Phase::Failed => ("501", task.failure_message()),
         _ => ("", ""),
     };
     let progress = match task.phase {

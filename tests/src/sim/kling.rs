@@ -237,7 +237,7 @@ pub(crate) fn task_object(task: &Task, base_url: &str) -> Value {
     let mut object = created_object(task);
     object["updated_at"] = json!(task.updated_at_ms);
     object["task_status_msg"] = json!(match task.phase {
-        Phase::Failed => "simulated failure: the generation did not pass review",
+        Phase::Failed => task.failure_message(),
         _ => "",
     });
     if task.phase == Phase::Succeeded {

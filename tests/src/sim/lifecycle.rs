@@ -20,6 +20,36 @@ pub(crate) fn start(sim: &Sim, task_id: &str, fate: &Fate) {
     sim.spawn(run(sim.clone(), task_id.to_owned(), steps, deliveries));
 }
 
+/// Ends a task now, as its provider would: `succeed` or `fail` (other outcomes are refused), with
+/// the callback its provider sends for that. Meant for `[[sim:never]]` tasks, whose own timeline
+/// never ends them; a task still walking its timeline may move on afterwards. `false`: no such
+/// task.
+pub(crate) fn finish(sim: &Sim, task_id: &str, outcome: Outcome) -> bool {
+    let phase = match outcome {
+        Outcome::Succeed => Phase::Succeeded,
+        Outcome::Fail => Phase::Failed,
+        Outcome::FailThenSucceed | Outcome::Never => return false,
+    };
+    let base_url = sim.base_url().to_owned();
+    let step = sim.with(|state| {
+        // Its own timeline stops here: a step still due must not undo the ending.
+        if let Some(task) = state.tasks.get_mut(task_id) {
+            task.finished_by_hand = true;
+        }
+        advance(state, task_id, phase, &base_url)
+    });
+    match step {
+        Step::TaskGone => false,
+        Step::Quiet => true,
+        Step::CallBack(callback) => {
+            let (deliveries, deliverer) = callbacks::deliverer(sim.clone());
+            sim.spawn(deliverer);
+            let _ = deliveries.send(callback);
+            true
+        }
+    }
+}
+
 /// When each phase begins, counted from creation. The whole life takes the fate's duration;
 /// `fail-then-success` adds `recovery` after the failure, `never` stops before the end.
 fn timeline(fate: &Fate, recovery: Duration) -> Vec<(Duration, Phase)> {
@@ -59,7 +89,11 @@ async fn run(
     for (offset, phase) in steps {
         tokio::time::sleep_until(start + offset).await;
         let base_url = sim.base_url().to_owned();
-        match sim.with(|state| advance(state, &task_id, phase, &base_url)) {
+        let step = sim.with(|state| match state.tasks.get(&task_id) {
+            Some(task) if task.finished_by_hand => Step::TaskGone,
+            _ => advance(state, &task_id, phase, &base_url),
+        });
+        match step {
             Step::TaskGone => return,
             Step::Quiet => {}
             Step::CallBack(callback) => {

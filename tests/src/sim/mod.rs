@@ -36,7 +36,10 @@ use tokio::sync::oneshot;
 pub use fate::{ChosenBy, Directives, Fate, Outcome, Rates};
 pub use files::{EVIL_ORIGIN, TINY_MP4, TINY_PNG};
 pub use kie::webhook_signature as kie_webhook_signature;
-pub use state::{CallbackAttempt, Provider, RecordedRequest, StatusChange, TaskView};
+pub use state::{
+    CallbackAttempt, DIRTY_FAILURE_MESSAGE, FAILURE_MESSAGE, Provider, RecordedRequest,
+    StatusChange, TaskView,
+};
 
 use state::Sim;
 
@@ -215,6 +218,16 @@ impl SimHandle {
     /// Forgets all requests, tasks and create attempts and stops their lifecycles.
     pub fn reset(&self) {
         self.sim.reset();
+    }
+
+    /// Ends a task now with `outcome` (`Succeed` or `Fail`), calling back as its provider would.
+    /// Meant for `[[sim:never]]` tasks. `false`: no such task, or another outcome.
+    pub fn finish(&self, id: &str, outcome: Outcome) -> bool {
+        let Some(task_id) = self.sim.with(|state| state.find_task(id).map(|t| t.task_id.clone()))
+        else {
+            return false;
+        };
+        lifecycle::finish(&self.sim, &task_id, outcome)
     }
 
     /// A valid Kling JWT for the configured keys, as a well-behaved client makes it.

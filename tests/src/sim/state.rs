@@ -201,7 +201,16 @@ pub(crate) struct Task {
     pub(crate) history: Vec<StatusChange>,
     pub(crate) callbacks_queued: u32,
     pub(crate) callbacks: Vec<CallbackAttempt>,
+    /// Ended through `finish` (the admin API): its own timeline stops.
+    pub(crate) finished_by_hand: bool,
 }
+
+/// The failure message of a failed task.
+pub const FAILURE_MESSAGE: &str = "simulated failure: the generation did not pass review";
+
+/// The failure message of a `[[sim:dirty-failure]]` task: control characters a database may refuse
+/// to store (PostgreSQL text cannot hold NUL) and a log line may be split by.
+pub const DIRTY_FAILURE_MESSAGE: &str = "simulated\u{0} failure\u{7}\r\nforged: log line";
 
 impl Task {
     /// A task just created: waiting, stamped now, nothing reported or called back yet. Callers
@@ -233,6 +242,16 @@ impl Task {
             history: Vec::new(),
             callbacks_queued: 0,
             callbacks: Vec::new(),
+            finished_by_hand: false,
+        }
+    }
+
+    /// What a failed task's record says about the failure.
+    pub(crate) fn failure_message(&self) -> &'static str {
+        if super::fate::Directives::parse(&self.prompt).dirty_failure {
+            DIRTY_FAILURE_MESSAGE
+        } else {
+            FAILURE_MESSAGE
         }
     }
 
