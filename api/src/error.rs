@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use gengate_shared::accounts::AccountError;
-use gengate_shared::ledger::LedgerError;
+use gengate_shared::ledger::{self, LedgerError};
 use gengate_shared::problem::Problem;
 
 /// Result of a handler.
@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The API key sent requests faster than its limit; retry after this long.
     #[error("rate limited")]
     RateLimited(std::time::Duration),
+    /// The client's address failed to authenticate too often; retry after this long.
+    #[error("too many failed authentications")]
+    AuthThrottled(std::time::Duration),
     /// The request names every field that is wrong.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
@@ -87,23 +90,15 @@ impl IntoResponse for ApiError {
                 "a valid `Authorization: Bearer` credential is required",
             )
             .into_response(),
-            ApiError::RateLimited(wait) => {
-                let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-                let mut response = Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "Rate limited",
-                    format!("too many requests for this API key; retry in {seconds} s"),
-                )
-                .with("retry_after", seconds)
-                .into_response();
-                response.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from(seconds),
-                );
-                response
+            ApiError::RateLimited(wait) => rate_limited(wait, "too many requests for this API key"),
+            ApiError::AuthThrottled(wait) => {
+                rate_limited(wait, "too many failed authentications from this address")
             }
-            ApiError::Validation(errors) => {
+            ApiError::Validation(mut errors) => {
+                // A refusal always says which field to fix.
+                if errors.is_empty() {
+                    errors.push(FieldError::new("body", "is not a valid request"));
+                }
                 let detail = errors.iter().map(|e| e.field.as_str()).collect::<Vec<_>>().join(", ");
                 Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -131,6 +126,19 @@ impl IntoResponse for ApiError {
                     .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(1));
                 response
             }
+            ApiError::Database(sqlx::Error::Database(err))
+                if err.code().is_some_and(|code| code.starts_with("22")) =>
+            {
+                // Class 22 (data exception): the request carried a value PostgreSQL cannot
+                // store (a date out of range, a character it refuses). The client's to fix, and
+                // a retry would fail the same way: never "safe to retry".
+                tracing::info!(error = %err, "request refused by a data exception");
+                ApiError::Validation(vec![FieldError::new(
+                    "body",
+                    "holds a value that cannot be stored (out of range or malformed)",
+                )])
+                .into_response()
+            }
             ApiError::Database(err) => {
                 tracing::error!(error = %err, "database error");
                 internal()
@@ -145,15 +153,28 @@ impl IntoResponse for ApiError {
 
 fn ledger_problem(err: LedgerError) -> Response {
     match err {
-        LedgerError::InsufficientCredits { balance, cost } => Problem::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "insufficient_credits",
-            "Insufficient credits",
-            format!("this needs {cost} credits; the balance is {balance}"),
-        )
-        .with("balance", balance)
-        .with("cost", cost)
-        .into_response(),
+        LedgerError::InsufficientCredits { balance, held, cost } => {
+            let available = balance - held;
+            let detail = if held > 0 {
+                format!(
+                    "this needs {cost} credits; {available} are available (balance {balance}, \
+                     {held} held for running postpaid jobs)"
+                )
+            } else {
+                format!("this needs {cost} credits; the balance is {balance}")
+            };
+            Problem::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_credits",
+                "Insufficient credits",
+                detail,
+            )
+            .with("balance", balance)
+            .with("held", held)
+            .with("available", available)
+            .with("cost", cost)
+            .into_response()
+        }
         LedgerError::OutstandingDebt { debt } => Problem::new(
             StatusCode::PAYMENT_REQUIRED,
             "outstanding_debt",
@@ -164,7 +185,7 @@ fn ledger_problem(err: LedgerError) -> Response {
         .into_response(),
         LedgerError::InvalidAmount(amount) => ApiError::Validation(vec![FieldError::new(
             "amount",
-            format!("must be positive, got {amount}"),
+            format!("must be positive (a grant at most {}), got {amount}", ledger::MAX_GRANT),
         )])
         .into_response(),
         LedgerError::OrderNoConflict { order_no } => Problem::new(
@@ -173,6 +194,17 @@ fn ledger_problem(err: LedgerError) -> Response {
             "Order already used",
             format!("order {order_no} was already granted to another user"),
         )
+        .into_response(),
+        LedgerError::OrderNoReused { order_no, granted } => Problem::new(
+            StatusCode::CONFLICT,
+            "order_conflict",
+            "Order already used",
+            format!(
+                "order {order_no} was already granted for {granted} credits; a replay must repeat \
+                 the original amount"
+            ),
+        )
+        .with("granted", granted)
         .into_response(),
         LedgerError::UnknownUser => ApiError::NotFound.into_response(),
         LedgerError::Inconsistent(what) => {
@@ -183,6 +215,23 @@ fn ledger_problem(err: LedgerError) -> Response {
     }
 }
 
+/// `429 rate_limited` with `Retry-After` (whole seconds, at least 1).
+fn rate_limited(wait: std::time::Duration, what: &str) -> Response {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "Rate limited",
+        format!("{what}; retry in {seconds} s"),
+    )
+    .with("retry_after", seconds)
+    .into_response();
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+    response
+}
+
 fn internal() -> Response {
     Problem::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -191,4 +240,70 @@ fn internal() -> Response {
         "the request could not be completed; it is safe to retry",
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use sqlx::error::{DatabaseError, ErrorKind};
+
+    use super::*;
+
+    /// A PostgreSQL error with a given SQLSTATE.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            "from the server"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn status_of(err: ApiError) -> StatusCode {
+        err.into_response().status()
+    }
+
+    #[test]
+    fn data_exceptions_are_the_clients_to_fix_never_a_500() {
+        // 22008 datetime out of range, 22021 a character the encoding refuses (NUL), 22P05 an
+        // unsupported escape in jsonb, 22003 a number out of range.
+        for code in ["22008", "22021", "22P05", "22003"] {
+            let err = sqlx::Error::Database(Box::new(Sqlstate(code)));
+            assert_eq!(status_of(ApiError::Database(err)), StatusCode::UNPROCESSABLE_ENTITY);
+            let ledger = LedgerError::Database(sqlx::Error::Database(Box::new(Sqlstate(code))));
+            assert_eq!(status_of(ApiError::Ledger(ledger)), StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        let other = sqlx::Error::Database(Box::new(Sqlstate("57P01")));
+        assert_eq!(status_of(ApiError::Database(other)), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_validation_refusal_always_names_a_field() {
+        let response = ApiError::Validation(Vec::new()).into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
 }

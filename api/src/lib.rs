@@ -3,11 +3,13 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod rate_limit;
 pub mod relay;
 pub mod routes;
 pub mod state;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,32 +42,54 @@ pub async fn serve(settings: Settings, addr_file: Option<PathBuf>) -> anyhow::Re
     let supervisor = broker.spawn_supervisor(shutdown.clone());
     let relay = relay::spawn(pool.clone(), broker.clone(), ctx.relay.clone(), shutdown.clone());
 
+    let keys = keys::spawn(
+        ctx.keys.clone(),
+        pool.clone(),
+        Duration::from_millis(settings.api.key_usage_flush_ms),
+        shutdown.clone(),
+    );
+
     let listener = tokio::net::TcpListener::bind(settings.api.listen)
         .await
         .with_context(|| format!("binding {}", settings.api.listen))?;
+    let ops_listener = tokio::net::TcpListener::bind(settings.api.ops_listen)
+        .await
+        .with_context(|| format!("binding the operations listener {}", settings.api.ops_listen))?;
     let local = listener.local_addr()?;
+    let ops_local = ops_listener.local_addr()?;
     if let Some(path) = addr_file {
-        std::fs::write(&path, local.to_string())
+        // The public address, then the operations address, a line each.
+        std::fs::write(&path, format!("{local}\n{ops_local}\n"))
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    tracing::info!(%local, "gengate-api listening");
+    tracing::info!(%local, ops = %ops_local, "gengate-api listening");
 
     let grace = Duration::from_millis(settings.api.shutdown_grace_ms);
-    let app = routes::router(ctx);
+    let public = routes::router(ctx.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let ops = routes::ops_router(ctx).into_make_service_with_connect_info::<SocketAddr>();
     let drained = shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, public).with_graceful_shutdown(async move {
         drained.cancelled().await;
     });
     let server = tokio::spawn(async move { server.await });
+    let drained = shutdown.clone();
+    let ops_server = axum::serve(ops_listener, ops).with_graceful_shutdown(async move {
+        drained.cancelled().await;
+    });
+    let ops_server = tokio::spawn(async move { ops_server.await });
 
     shutdown.cancelled().await;
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result??,
+    match tokio::time::timeout(grace, async { (server.await, ops_server.await) }).await {
+        Ok((public, ops)) => {
+            public??;
+            ops??;
+        }
         Err(_) => tracing::warn!(
             grace_ms = grace.as_millis() as u64,
             "in-flight requests did not finish within the grace period"
         ),
     }
+    let _ = keys.await;
     let _ = relay.await;
     let _ = supervisor.await;
     pool.close().await;

@@ -1,15 +1,19 @@
 //! The state every handler sees.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use gengate_shared::allowlist::ResultAllowlist;
 use gengate_shared::catalogue::Catalogue;
 use gengate_shared::config::Settings;
 use gengate_shared::generation::callback_token::CallbackKeys;
+use gengate_shared::ids::ApiKeyId;
 use gengate_shared::queue::Broker;
 use gengate_shared::telemetry::PrometheusHandle;
 use sqlx::PgPool;
 
+use crate::keys::KeyCache;
 use crate::rate_limit::RateLimiter;
 use crate::relay::RelayWaker;
 
@@ -29,7 +33,11 @@ pub struct ApiContext {
     /// Callback-token keys.
     pub callback_keys: Arc<CallbackKeys>,
     /// Per-API-key request rate limit.
-    pub rate_limiter: Arc<RateLimiter>,
+    pub rate_limiter: Arc<RateLimiter<ApiKeyId>>,
+    /// Failed authentications per client address.
+    pub auth_failures: Arc<RateLimiter<IpAddr>>,
+    /// API keys this process has checked, and their use.
+    pub keys: Arc<KeyCache>,
     /// Result URLs gengate accepts from providers.
     pub allowlist: Arc<ResultAllowlist>,
     /// Wakes the outbox relays after a commit that wrote to the outbox.
@@ -52,6 +60,11 @@ impl ApiContext {
             settings.limits.rate_limit_burst,
         );
         let allowlist = ResultAllowlist::from_settings(&settings.webhook);
+        let auth_failures = RateLimiter::new(
+            settings.limits.auth_failures_per_minute / 60.0,
+            settings.limits.auth_failure_burst,
+        );
+        let keys = KeyCache::new(Duration::from_millis(settings.api.key_cache_ttl_ms));
         Ok(Self {
             allowlist: Arc::new(allowlist),
             relay: RelayWaker::default(),
@@ -62,6 +75,8 @@ impl ApiContext {
             catalogue: Arc::new(catalogue),
             callback_keys: Arc::new(callback_keys),
             rate_limiter: Arc::new(rate_limiter),
+            auth_failures: Arc::new(auth_failures),
+            keys: Arc::new(keys),
         })
     }
 }

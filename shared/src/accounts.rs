@@ -146,7 +146,8 @@ fn random_text(len: usize) -> String {
     rand::rng().sample_iter(Alphanumeric).take(len).map(char::from).collect()
 }
 
-fn digest(key: &str) -> [u8; 32] {
+/// What is stored of a key (and of a configured token, to compare it): its SHA-256.
+pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
@@ -192,7 +193,44 @@ pub enum KeyRejection {
     Revoked,
 }
 
-/// Checks a presented API key.
+/// What the database holds of one API key: enough to check a presented key against it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredKey {
+    /// The key.
+    pub id: ApiKeyId,
+    /// Its owner.
+    pub user_id: UserId,
+    /// SHA-256 of the whole key.
+    pub key_hash: Vec<u8>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl StoredKey {
+    /// Checks `presented` (whose prefix found this row) against it, in constant time.
+    pub fn check(&self, presented: &str) -> Result<Caller, KeyRejection> {
+        if !bool::from(digest(presented).as_slice().ct_eq(&self.key_hash)) {
+            return Err(KeyRejection::Unknown);
+        }
+        if self.revoked_at.is_some() {
+            return Err(KeyRejection::Revoked);
+        }
+        Ok(Caller { user_id: self.user_id, api_key_id: self.id })
+    }
+}
+
+/// The key whose prefix is `prefix`, if any.
+pub async fn find_key(
+    executor: impl PgExecutor<'_>,
+    prefix: &str,
+) -> Result<Option<StoredKey>, sqlx::Error> {
+    sqlx::query_as("SELECT id, user_id, key_hash, revoked_at FROM api_keys WHERE prefix = $1")
+        .bind(prefix)
+        .fetch_optional(executor)
+        .await
+}
+
+/// Checks a presented API key against the database.
 pub async fn authenticate(
     executor: impl PgExecutor<'_>,
     presented: &str,
@@ -200,30 +238,106 @@ pub async fn authenticate(
     let Some(prefix) = parse_prefix(presented) else {
         return Ok(Err(KeyRejection::Malformed));
     };
-    let row: Option<(ApiKeyId, UserId, Vec<u8>, Option<OffsetDateTime>)> =
-        sqlx::query_as("SELECT id, user_id, key_hash, revoked_at FROM api_keys WHERE prefix = $1")
-            .bind(prefix)
-            .fetch_optional(executor)
-            .await?;
-    let Some((api_key_id, user_id, stored, revoked_at)) = row else {
-        return Ok(Err(KeyRejection::Unknown));
-    };
-    if !bool::from(digest(presented).as_slice().ct_eq(&stored)) {
-        return Ok(Err(KeyRejection::Unknown));
-    }
-    if revoked_at.is_some() {
-        return Ok(Err(KeyRejection::Revoked));
-    }
-    Ok(Ok(Caller { user_id, api_key_id }))
+    Ok(match find_key(executor, prefix).await? {
+        Some(stored) => stored.check(presented),
+        None => Err(KeyRejection::Unknown),
+    })
 }
 
-fn parse_prefix(key: &str) -> Option<&str> {
+/// The prefix of a well-formed `gg_<prefix>_<secret>` key (what finds its row).
+pub fn parse_prefix(key: &str) -> Option<&str> {
     let rest = key.strip_prefix(KEY_TAG)?.strip_prefix('_')?;
     let (prefix, secret) = rest.split_once('_')?;
     let well_formed = prefix.len() == PREFIX_LEN
         && secret.len() == SECRET_LEN
         && prefix.bytes().chain(secret.bytes()).all(|b| b.is_ascii_alphanumeric());
     well_formed.then_some(prefix)
+}
+
+/// The `NOTIFY` channel a revocation is announced on (payload: the key's prefix), so that every
+/// API process drops the key from its memory at once.
+pub const API_KEYS_CHANNEL: &str = "gengate_api_keys";
+
+/// An API key as operators see it (never the key itself).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ApiKeyView {
+    /// The key.
+    pub id: ApiKeyId,
+    /// Its owner.
+    pub user_id: UserId,
+    /// The non-secret part that identifies it.
+    pub prefix: String,
+    /// Its name, if it was given one.
+    pub name: Option<String>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was revoked.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// When it was last used (written every `api.key_usage_flush_ms`, so up to that much behind).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+const KEY_VIEW_COLUMNS: &str = "id, user_id, prefix, name, created_at, revoked_at, last_used_at";
+
+/// A user's keys, newest first.
+pub async fn list_api_keys(
+    executor: impl PgExecutor<'_>,
+    user: UserId,
+) -> Result<Vec<ApiKeyView>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {KEY_VIEW_COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user).fetch_all(executor).await
+}
+
+/// Revokes key `id` (of `user`, when given) and announces it on [`API_KEYS_CHANNEL`], in the
+/// caller's transaction: the API processes drop it when the transaction commits. Revoking a
+/// revoked key changes nothing. `None`: no such key (of that user).
+pub async fn revoke_api_key(
+    tx: &mut Tx,
+    user: Option<UserId>,
+    id: ApiKeyId,
+) -> Result<Option<ApiKeyView>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
+         WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2)
+         RETURNING {KEY_VIEW_COLUMNS}"
+    );
+    let revoked: Option<ApiKeyView> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(user)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(key) = &revoked {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(API_KEYS_CHANNEL)
+            .bind(&key.prefix)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(revoked)
+}
+
+/// Records when keys were last used: `uses[i]` is the latest use of `keys[i]`. One statement for
+/// all of them; a time older than the one stored is ignored.
+pub async fn record_key_usage(
+    executor: impl PgExecutor<'_>,
+    keys: &[ApiKeyId],
+    uses: &[OffsetDateTime],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE api_keys k SET last_used_at = GREATEST(k.last_used_at, u.used_at)
+         FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, used_at)
+         WHERE k.id = u.id",
+    )
+    .bind(keys)
+    .bind(uses)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 /// Compares a presented bearer token with the configured one in constant time.

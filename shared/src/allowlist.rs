@@ -2,6 +2,12 @@
 //! could make gengate (or a client following the URL) fetch from somewhere else — no credentials in
 //! the URL, no IP literals, no odd ports, no look-alike hosts such as `kie.ai.evil.com` or
 //! `evilkie.ai`. Exact origins may be allowed on top, plain http included, for a local simulator.
+//!
+//! What is checked is what is stored: a URL is accepted only when its text is already in the
+//! normal form a WHATWG URL parser gives it. Parsers disagree about backslashes, control
+//! characters and percent-encoded hosts (`https://files.kie.ai\@evil.com/` is `files.kie.ai` to
+//! one and `evil.com` to another), so a URL whose raw text differs from its normal form is refused
+//! rather than stored in a form some client would read differently.
 
 use url::{Host, Url};
 
@@ -37,6 +43,10 @@ pub enum UrlRejection {
     /// A host not on the allowlist.
     #[error("host is not on the allowlist")]
     Host,
+    /// The text is not the URL's normal form (backslashes, control characters, percent-encoded
+    /// or upper-case hosts, default ports spelled out, …).
+    #[error("is not in normal form")]
+    NotNormal,
 }
 
 impl ResultAllowlist {
@@ -59,12 +69,21 @@ impl ResultAllowlist {
 
     /// Checks one URL.
     pub fn check(&self, text: &str) -> Result<(), UrlRejection> {
+        self.normalise(text).map(drop)
+    }
+
+    /// Checks one URL and returns the form to store and hand out (its normal form, which is also
+    /// its text: anything else is refused).
+    pub fn normalise(&self, text: &str) -> Result<String, UrlRejection> {
         let url = Url::parse(text).map_err(|_| UrlRejection::Invalid)?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UrlRejection::Credentials);
         }
+        if url.as_str() != text {
+            return Err(UrlRejection::NotNormal);
+        }
         if self.origins.contains(&url.origin().ascii_serialization()) {
-            return Ok(());
+            return Ok(url.into());
         }
         if url.scheme() != "https" {
             return Err(UrlRejection::NotHttps);
@@ -79,7 +98,7 @@ impl ResultAllowlist {
             return Err(UrlRejection::Port);
         }
         if self.hosts.iter().any(|pattern| host_matches(pattern, &host)) {
-            Ok(())
+            Ok(url.into())
         } else {
             Err(UrlRejection::Host)
         }
@@ -90,10 +109,17 @@ impl ResultAllowlist {
         &self,
         urls: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), (String, UrlRejection)> {
-        for url in urls {
-            self.check(url).map_err(|why| (url.to_owned(), why))?;
-        }
-        Ok(())
+        self.normalise_all(urls).map(drop)
+    }
+
+    /// Checks every URL and returns their forms to store, in order; the first refused one and why.
+    pub fn normalise_all<'a>(
+        &self,
+        urls: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<String>, (String, UrlRejection)> {
+        urls.into_iter()
+            .map(|url| self.normalise(url).map_err(|why| (url.to_owned(), why)))
+            .collect()
     }
 }
 
@@ -123,6 +149,7 @@ mod tests {
             allowed_result_hosts: vec!["*.kie.ai".into(), "tempfile.aiquickdraw.com".into()],
             allowed_result_origins: vec!["http://127.0.0.1:8099".into()],
             max_body_bytes: 1024,
+            signature_tolerance_secs: 300,
         };
         ResultAllowlist::from_settings(&settings)
     }
@@ -133,10 +160,9 @@ mod tests {
         for ok in [
             "https://files.kie.ai/v/1.mp4",
             "https://a.b.kie.ai/v/1.mp4",
-            "https://FILES.KIE.AI/v/1.mp4",
             "https://tempfile.aiquickdraw.com/x.mp4?sig=1",
-            "https://tempfile.aiquickdraw.com:443/x.mp4",
             "https://files.kie.ai./v/1.mp4",
+            "https://files.kie.ai/v/a%20b.mp4",
             "http://127.0.0.1:8099/files/1.mp4",
         ] {
             assert_eq!(a.check(ok), Ok(()), "{ok}");
@@ -155,7 +181,7 @@ mod tests {
             ("https://user:pw@files.kie.ai/v.mp4", UrlRejection::Credentials),
             ("https://127.0.0.1/v.mp4", UrlRejection::IpLiteral),
             ("https://[::1]/v.mp4", UrlRejection::IpLiteral),
-            ("https://2130706433/v.mp4", UrlRejection::IpLiteral),
+            ("https://2130706433/v.mp4", UrlRejection::NotNormal),
             ("https://files.kie.ai:8443/v.mp4", UrlRejection::Port),
             ("https://tempfile.aiquickdraw.com.evil.com/x", UrlRejection::Host),
             ("http://127.0.0.1:8098/files/1.mp4", UrlRejection::NotHttps),
@@ -164,5 +190,31 @@ mod tests {
         ] {
             assert_eq!(a.check(bad), Err(why), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_urls_in_normal_form_pass_so_what_is_stored_is_what_was_checked() {
+        let a = allowlist();
+        for bad in [
+            // Read as files.kie.ai by the WHATWG parser, as evil.com by others.
+            "https://files.kie.ai\\@evil.com/x.mp4",
+            "https://files.kie.ai\\x.mp4",
+            "https://files.kie.ai/x.mp4\r\nSet-Cookie: a=b",
+            "https://files.kie.ai/x\t.mp4",
+            "https://files%2Ekie.ai/x.mp4",
+            "https://FILES.KIE.AI/v/1.mp4",
+            "https://tempfile.aiquickdraw.com:443/x.mp4",
+            "https://files.kie.ai/a b.mp4",
+            " https://files.kie.ai/x.mp4",
+            "https://files.kie.ai",
+        ] {
+            assert_eq!(a.check(bad), Err(UrlRejection::NotNormal), "{bad:?}");
+        }
+        let good = "https://files.kie.ai/v/1.mp4?sig=a%2Fb";
+        assert_eq!(a.normalise(good).as_deref(), Ok(good));
+        assert_eq!(
+            a.normalise_all(["https://files.kie.ai/1.mp4", "https://evilkie.ai/x"]),
+            Err(("https://evilkie.ai/x".to_owned(), UrlRejection::Host))
+        );
     }
 }

@@ -53,6 +53,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// `production` (the default) or `dev` (the local stack): what the checks at start-up
+    /// insist on, e.g. admin and internal tokens of at least 32 characters outside `dev`.
+    #[serde(default)]
+    pub profile: Profile,
     /// PostgreSQL.
     pub database: DatabaseSettings,
     /// RabbitMQ.
@@ -80,6 +84,20 @@ pub struct Settings {
     pub prompt_templates: BTreeMap<String, PromptTemplateSettings>,
 }
 
+/// Where a process runs, for the checks at start-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// A real deployment: weak secrets are refused.
+    #[default]
+    Production,
+    /// The local stack (`deploy/dev up`) and tests.
+    Dev,
+}
+
+/// Shortest admin or internal token accepted outside the `dev` profile.
+pub const MIN_TOKEN_CHARS: usize = 32;
+
 /// Provider webhooks.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +123,9 @@ pub struct WebhookSettings {
     pub allowed_result_origins: Vec<String>,
     /// Largest accepted webhook body.
     pub max_body_bytes: usize,
+    /// How far a signed webhook's timestamp may be from now, in seconds, so a captured signed
+    /// callback cannot be replayed later.
+    pub signature_tolerance_secs: i64,
 }
 
 /// Per-user and per-key limits.
@@ -117,6 +138,12 @@ pub struct LimitSettings {
     pub rate_limit_per_second: f64,
     /// Burst size of that bucket.
     pub rate_limit_burst: f64,
+    /// Failed authentications (bad API keys, webhook tokens, admin or internal tokens) allowed
+    /// per client address per minute once the burst is spent (0: unlimited). Past it, the address
+    /// is answered 429 with `Retry-After`, except for credentials that are valid.
+    pub auth_failures_per_minute: f64,
+    /// Failed authentications an address may make at once before the per-minute rate applies.
+    pub auth_failure_burst: f64,
 }
 
 /// The catalogue as a whole.
@@ -125,6 +152,12 @@ pub struct LimitSettings {
 pub struct CatalogueSettings {
     /// The price table's version; bump it with every price change. Stored on each generation.
     pub version: String,
+    /// Accept input `image_urls` that are plain http, IP addresses, `localhost` or other private
+    /// names, or on ports other than 443. Off in production (the provider would fetch them, so
+    /// they would reach into the provider's or gengate's network); on for the local stack and
+    /// tests.
+    #[serde(default)]
+    pub allow_private_image_urls: bool,
 }
 
 /// One model of the catalogue.
@@ -223,6 +256,9 @@ pub struct ProviderLimits {
     pub rate_window_ms: u64,
     /// Timeout of one HTTP request to the provider.
     pub timeout_ms: u64,
+    /// Largest answer read from the provider; a larger one is not read and counts as a
+    /// retryable error (`response_too_large`).
+    pub max_response_bytes: usize,
 }
 
 /// Kling's API.
@@ -260,6 +296,14 @@ pub struct KieSettings {
     /// Read the API key from this file instead.
     #[serde(default)]
     pub api_key_file: Option<PathBuf>,
+    /// The key kie.ai signs its webhooks with (`X-Webhook-Signature`, set in kie's dashboard).
+    /// When set, a kie webhook without a valid, fresh signature is refused (401); unset, the
+    /// per-generation token alone admits it. Either way the task is re-fetched before money moves.
+    #[serde(default)]
+    pub webhook_hmac_key: Option<SecretString>,
+    /// Read the webhook signing key from this file instead.
+    #[serde(default)]
+    pub webhook_hmac_key_file: Option<PathBuf>,
     /// Concurrency, rate and timeout.
     #[serde(flatten)]
     pub limits: ProviderLimits,
@@ -339,6 +383,28 @@ pub struct ApiSettings {
     pub request_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests may take to finish.
     pub shutdown_grace_ms: u64,
+    /// Address of the operations listener: `/metrics` (served only there), `/healthz`,
+    /// `/readyz`, and the admin and internal routes when `admin_on_ops_listener` is set. Keep it
+    /// off the public network.
+    pub ops_listen: SocketAddr,
+    /// Serve `/admin/*` and `/api/generation/handle-failure` on the operations listener only,
+    /// not on the public one.
+    pub admin_on_ops_listener: bool,
+    /// Requests handled at once on the public listener; one more is answered 503 `overloaded`
+    /// at once instead of queueing without bound.
+    pub max_in_flight_requests: usize,
+    /// The header a trusted proxy in front of the API puts the client's address in
+    /// (`x-forwarded-for`: the last address in it is used). Unset: the TCP peer's address. Only
+    /// set it when every request comes through such a proxy, or clients could claim any address.
+    #[serde(default)]
+    pub client_address_header: Option<String>,
+    /// How long an API key, once checked, is trusted from memory. A revocation reaches every API
+    /// process at once (PostgreSQL `NOTIFY`); this bounds how stale a key can be if a
+    /// notification is lost with the connection that carried it.
+    pub key_cache_ttl_ms: u64,
+    /// How often the time API keys were last used is written to the database (one statement for
+    /// all keys used since), instead of a write per request.
+    pub key_usage_flush_ms: u64,
 }
 
 /// The worker process.
@@ -361,9 +427,10 @@ pub struct WorkerSettings {
     pub late_poll_interval_ms: u64,
     /// How long after the deadline failure polling goes on.
     pub reconcile_window_ms: u64,
-    /// Re-fetch a task from the provider before settling a webhook's success (webhooks are hints:
-    /// kie.ai does not sign bodies).
-    pub confirm_webhooks_by_query: bool,
+    /// Retired: webhooks are always confirmed by querying the provider before money moves. Still
+    /// accepted as `true` so that existing configuration files load; `false` is refused.
+    #[serde(default)]
+    pub confirm_webhooks_by_query: Option<bool>,
     /// How often the sweeper looks for jobs stuck past their deadline or with a lost poll.
     pub sweep_interval_ms: u64,
 }
@@ -445,6 +512,12 @@ impl Settings {
         if let Some(path) = &kie.api_key_file {
             kie.api_key = Some(read_secret("providers.kie.api_key_file", path)?);
         }
+        if let Some(path) = &kie.webhook_hmac_key_file {
+            kie.webhook_hmac_key = Some(read_secret("providers.kie.webhook_hmac_key_file", path)?);
+        }
+        if kie.webhook_hmac_key.as_ref().is_some_and(|k| k.expose_secret().is_empty()) {
+            kie.webhook_hmac_key = None;
+        }
         if let Some(path) = &self.webhook.secret_file {
             self.webhook.secret = Some(read_secret("webhook.secret_file", path)?);
         }
@@ -464,6 +537,37 @@ impl Settings {
         let fail = |msg: &str| Err(ConfigError::Semantic(msg.to_owned()));
         if self.database.max_connections == 0 {
             return fail("database.max_connections must be at least 1");
+        }
+        if self.profile != Profile::Dev {
+            for (key, token) in [
+                ("api.admin_token", &self.api.admin_token),
+                ("api.internal_token", &self.api.internal_token),
+            ] {
+                if token
+                    .as_ref()
+                    .is_some_and(|t| t.expose_secret().chars().count() < MIN_TOKEN_CHARS)
+                {
+                    return Err(ConfigError::Semantic(format!(
+                        "{key} must be at least {MIN_TOKEN_CHARS} characters (a random 32-byte \
+                         hex string, say); only the dev profile accepts shorter ones"
+                    )));
+                }
+            }
+        }
+        if self.api.max_in_flight_requests == 0
+            || self.api.key_cache_ttl_ms == 0
+            || self.api.key_usage_flush_ms == 0
+        {
+            return fail(
+                "api.max_in_flight_requests, key_cache_ttl_ms and key_usage_flush_ms must be positive",
+            );
+        }
+        if self.limits.auth_failures_per_minute < 0.0
+            || (self.limits.auth_failures_per_minute > 0.0 && self.limits.auth_failure_burst < 1.0)
+        {
+            return fail(
+                "limits.auth_failures_per_minute must not be negative, and auth_failure_burst at least 1",
+            );
         }
         if self.amqp.prefix.is_empty() || self.amqp.prefix.contains(char::is_whitespace) {
             return fail("amqp.prefix must be a non-empty name without spaces");
@@ -487,9 +591,12 @@ impl Settings {
         for (name, limits) in
             [("kling", &self.providers.kling.limits), ("kie", &self.providers.kie.limits)]
         {
-            if limits.max_concurrency == 0 || limits.timeout_ms == 0 {
+            if limits.max_concurrency == 0
+                || limits.timeout_ms == 0
+                || limits.max_response_bytes == 0
+            {
                 return Err(ConfigError::Semantic(format!(
-                    "providers.{name}.max_concurrency and timeout_ms must be at least 1"
+                    "providers.{name}.max_concurrency, timeout_ms and max_response_bytes must be at least 1"
                 )));
             }
             if limits.rate_limit > 0 && limits.rate_window_ms == 0 {
@@ -524,6 +631,12 @@ impl Settings {
         }
         if self.worker.prefetch == 0 {
             return fail("worker.prefetch must be at least 1");
+        }
+        if self.worker.confirm_webhooks_by_query == Some(false) {
+            return fail(
+                "worker.confirm_webhooks_by_query = false is no longer supported: a webhook never \
+                 moves money without the provider's own answer; remove the key",
+            );
         }
         Ok(())
     }
@@ -582,6 +695,7 @@ mod tests {
                 ("GENGATE__DATABASE__URL", "postgres://u:pw@db/x"),
                 ("GENGATE__AMQP__PREFIX", "t1"),
                 ("GENGATE__WORKER__PREFETCH", "7"),
+                ("GENGATE__PROFILE", "dev"),
                 ("GENGATE__API__ADMIN_TOKEN", "12345"),
             ]),
         )
@@ -615,6 +729,7 @@ mod tests {
         let s = Settings::load_from(
             None,
             env(&[
+                ("GENGATE__PROFILE", "dev"),
                 ("GENGATE__API__ADMIN_TOKEN_FILE", token.to_str().unwrap()),
                 ("GENGATE__API__INTERNAL_TOKEN", "s3cret-internal-token"),
                 ("GENGATE__DATABASE__URL", "postgres://u:s3cret-db@db/x"),
@@ -658,6 +773,21 @@ mod tests {
             env(&[("GENGATE__API__ADMIN_TOKEN_FILE", "/nonexistent/gengate-token")]),
         );
         assert!(matches!(missing, Err(ConfigError::SecretFile { .. })));
+    }
+
+    #[test]
+    fn short_admin_and_internal_tokens_are_refused_outside_the_dev_profile() {
+        for key in ["GENGATE__API__ADMIN_TOKEN", "GENGATE__API__INTERNAL_TOKEN"] {
+            let short = Settings::load_from(None, env(&[(key, "hunter2")]));
+            assert!(matches!(short, Err(ConfigError::Semantic(m)) if m.contains("32 characters")));
+            let dev =
+                Settings::load_from(None, env(&[(key, "hunter2"), ("GENGATE__PROFILE", "dev")]));
+            assert!(dev.is_ok(), "{key} in dev");
+            let long = Settings::load_from(None, env(&[(key, &"k".repeat(32))]));
+            assert!(long.is_ok(), "{key} of 32 characters");
+        }
+        let typo = Settings::load_from(None, env(&[("GENGATE__PROFILE", "staging")]));
+        assert!(typo.is_err(), "an unknown profile is refused");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod providers;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;
+pub mod validation;
 
 /// Installs the process-wide TLS crypto provider (ring) for outgoing HTTPS and AMQPS. Call once at
 /// start-up, before any client is built; later calls do nothing.

@@ -47,10 +47,21 @@ struct OpsState {
 /// ones otherwise) and `/metrics` (Prometheus text).
 pub fn router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
     Router::new()
+        .route("/metrics", get(render_metrics))
+        .merge(probe_routes())
+        .with_state(OpsState { readiness, metrics })
+}
+
+/// `/healthz` and `/readyz` alone, for a listener that must not show metrics (the API's public
+/// one, which load balancers probe).
+pub fn probes(readiness: Readiness, metrics: PrometheusHandle) -> Router {
+    probe_routes().with_state(OpsState { readiness, metrics })
+}
+
+fn probe_routes() -> Router<OpsState> {
+    Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
-        .with_state(OpsState { readiness, metrics })
 }
 
 async fn readyz(State(state): State<OpsState>) -> Response {

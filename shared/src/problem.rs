@@ -56,9 +56,18 @@ impl Problem {
         }
     }
 
-    /// Adds a field next to the standard ones.
+    /// The members RFC 9457 defines (and gengate's `code`): an extension may not reuse them, or
+    /// the body would carry two members of one name.
+    pub const RESERVED: [&str; 5] = ["type", "title", "status", "code", "detail"];
+
+    /// Adds a field next to the standard ones. Panics in debug builds when `key` is one of
+    /// [`Problem::RESERVED`]; release builds drop such a field rather than send it twice.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.extra.insert(key.to_owned(), value.into());
+        let reserved = Self::RESERVED.contains(&key);
+        debug_assert!(!reserved, "problem extension {key:?} would shadow a standard member");
+        if !reserved {
+            self.extra.insert(key.to_owned(), value.into());
+        }
         self
     }
 }

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod fixtures;
 pub mod harness;
+pub mod requests;
 pub mod sim;
 
 pub use harness::app::{ADMIN_TOKEN, INTERNAL_TOKEN, TestApp, TestAppBuilder, TestUser};

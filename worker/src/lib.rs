@@ -41,7 +41,8 @@ pub async fn run(settings: Settings, addr_file: Option<PathBuf>) -> anyhow::Resu
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr()?;
     if let Some(path) = addr_file {
-        std::fs::write(&path, local.to_string())
+        // A line, so a reader knows it has all of it.
+        std::fs::write(&path, format!("{local}\n"))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     tracing::info!(%local, "gengate-worker health server listening");

@@ -4,12 +4,13 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use gengate_shared::accounts::{self, NewUser};
 use gengate_shared::db;
 use gengate_shared::generation::store;
-use gengate_shared::ids::{GenerationId, UserId};
-use gengate_shared::ledger::{self, GrantSource, NewGrant};
+use gengate_shared::ids::{ApiKeyId, GenerationId, UserId};
+use gengate_shared::ledger::{self, GrantSource, MAX_GRANT, NewGrant};
+use gengate_shared::validation::Text;
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -23,7 +24,8 @@ use crate::state::ApiContext;
 pub fn routes() -> Router<ApiContext> {
     Router::new()
         .route("/admin/users", post(create_user))
-        .route("/admin/users/{id}/api-keys", post(create_api_key))
+        .route("/admin/users/{id}/api-keys", post(create_api_key).get(list_api_keys))
+        .route("/admin/users/{id}/api-keys/{key_id}", delete(revoke_api_key))
         .route("/admin/users/{id}/grants", post(create_grant))
         .route("/admin/users/{id}/credits", get(user_credits))
         .route("/admin/generations/{id}", get(generation))
@@ -51,6 +53,8 @@ async fn create_user(
     if body.max_in_flight.is_some_and(|n| n < 1) {
         errors.push(FieldError::new("max_in_flight", "must be at least 1"));
     }
+    errors.extend(body.email.as_deref().and_then(|e| Text::Token.field_error("email", e)));
+    errors.extend(body.name.as_deref().and_then(|n| Text::Free.field_error("name", n)));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -87,9 +91,43 @@ async fn create_api_key(
         return Err(ApiError::NotFound);
     }
     let name = body.name;
+    if let Some(error) = name.as_deref().and_then(|n| Text::Free.field_error("name", n)) {
+        return Err(ApiError::Validation(vec![error]));
+    }
     let key = accounts::create_api_key(&ctx.pool, user, name.as_deref()).await?;
     tracing::info!(user_id = %user, prefix = %key.prefix, "API key created");
     Ok((StatusCode::CREATED, axum::Json(key)).into_response())
+}
+
+/// `GET /admin/users/{id}/api-keys`: the user's keys (never the keys themselves), newest first.
+async fn list_api_keys(
+    _: Admin,
+    State(ctx): State<ApiContext>,
+    Path(user): Path<UserId>,
+) -> Result<Response> {
+    if accounts::find_user(&ctx.pool, user).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let keys = accounts::list_api_keys(&ctx.pool, user).await?;
+    Ok(axum::Json(json!({"data": keys})).into_response())
+}
+
+/// `DELETE /admin/users/{id}/api-keys/{key_id}`: revokes the key in every API process at once
+/// (see `crate::keys`). Revoking it again answers the same.
+async fn revoke_api_key(
+    _: Admin,
+    State(ctx): State<ApiContext>,
+    Path((user, key)): Path<(UserId, ApiKeyId)>,
+) -> Result<Response> {
+    let revoked = db::transaction!(&ctx.pool, ApiError, |tx| {
+        accounts::revoke_api_key(tx, Some(user), key).await?
+    })
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    // This process at once; the others when the notification reaches them.
+    ctx.keys.forget(&revoked.prefix);
+    tracing::info!(user_id = %user, prefix = %revoked.prefix, "API key revoked");
+    Ok(axum::Json(revoked).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +186,8 @@ fn validate_grant(user: UserId, body: CreateGrant) -> Result<NewGrant> {
         }
     };
     match body.amount {
+        Some(amount) if amount > MAX_GRANT => errors
+            .push(FieldError::new("amount", format!("at most {MAX_GRANT} credits in one grant"))),
         Some(amount) if amount > 0 => {}
         Some(_) => errors.push(FieldError::new("amount", "must be a positive number of credits")),
         None => errors.push(FieldError::new("amount", "is required")),
@@ -158,6 +198,9 @@ fn validate_grant(user: UserId, body: CreateGrant) -> Result<NewGrant> {
         }
         (Some(GrantSource::OrderPay), Some(no)) if no.is_empty() || no.len() > 128 => {
             errors.push(FieldError::new("order_no", "must be 1–128 characters"))
+        }
+        (Some(GrantSource::OrderPay), Some(no)) if Text::Token.check(no).is_some() => {
+            errors.extend(Text::Token.field_error("order_no", no))
         }
         (Some(GrantSource::NewUser | GrantSource::SystemAdd), Some(_)) => {
             errors.push(FieldError::new("order_no", "is only for order_pay"))

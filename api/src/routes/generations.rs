@@ -184,7 +184,7 @@ async fn cancel_generation(
                 "Not cancelable",
                 format!("the generation is already {status}"),
             )
-            .with("status", status.as_str())
+            .with("generation_status", status.as_str())
             .into(),
             CancelError::Ledger(err) => err.into(),
             CancelError::Database(err) => err.into(),

@@ -6,16 +6,18 @@ mod generations;
 mod models;
 mod webhooks;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use gengate_shared::ops::{self, Readiness};
 use gengate_shared::problem::Problem;
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -26,23 +28,47 @@ use crate::state::ApiContext;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole application with its middleware.
+/// The public listener: clients, provider webhooks, `/healthz` and `/readyz`, and the admin and
+/// internal routes unless `api.admin_on_ops_listener` moves them to the operations listener.
+/// Requests past `api.max_in_flight_requests` are answered 503 at once.
 pub fn router(ctx: ApiContext) -> Router {
     let readiness = Readiness { pool: ctx.pool.clone(), broker: ctx.broker.clone() };
-    let timeout = Duration::from_millis(ctx.settings.api.request_timeout_ms);
-    let body_limit = ctx.settings.api.body_limit_bytes;
-    let metrics = ctx.metrics.clone();
-    Router::<ApiContext>::new()
-        .merge(admin::routes())
+    let probes = ops::probes(readiness, ctx.metrics.clone());
+    let in_flight = Arc::new(Semaphore::new(ctx.settings.api.max_in_flight_requests));
+    let mut app = Router::<ApiContext>::new()
         .merge(credits::routes())
         .merge(generations::routes())
         .merge(models::routes())
-        .merge(webhooks::routes(ctx.settings.webhook.max_body_bytes))
-        .fallback(|| async { ApiError::NotFound })
-        .with_state(ctx)
-        .merge(ops::router(readiness, metrics))
-        .layer(middleware::from_fn(problem_for_bare_errors))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .merge(webhooks::routes(ctx.settings.webhook.max_body_bytes));
+    if !ctx.settings.api.admin_on_ops_listener {
+        app = app.merge(operator_routes());
+    }
+    let app = app.fallback(|| async { ApiError::NotFound }).with_state(ctx.clone()).merge(probes);
+    with_middleware(&ctx, app).layer(middleware::from_fn_with_state(in_flight, shed_load))
+}
+
+/// The operations listener (`api.ops_listen`, loopback by default): `/metrics`, `/healthz`,
+/// `/readyz`, and the admin and internal routes when `api.admin_on_ops_listener` is set.
+pub fn ops_router(ctx: ApiContext) -> Router {
+    let readiness = Readiness { pool: ctx.pool.clone(), broker: ctx.broker.clone() };
+    let ops = ops::router(readiness, ctx.metrics.clone());
+    let mut app = Router::<ApiContext>::new();
+    if ctx.settings.api.admin_on_ops_listener {
+        app = app.merge(operator_routes());
+    }
+    let app = app.fallback(|| async { ApiError::NotFound }).with_state(ctx.clone()).merge(ops);
+    with_middleware(&ctx, app)
+}
+
+/// What only operators and trusted servers call: the admin API and the failure report.
+fn operator_routes() -> Router<ApiContext> {
+    Router::new().merge(admin::routes()).merge(webhooks::internal_routes())
+}
+
+fn with_middleware(ctx: &ApiContext, app: Router) -> Router {
+    let timeout = Duration::from_millis(ctx.settings.api.request_timeout_ms);
+    app.layer(middleware::from_fn(problem_for_bare_errors))
+        .layer(DefaultBodyLimit::max(ctx.settings.api.body_limit_bytes))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -58,6 +84,28 @@ pub fn router(ctx: ApiContext) -> Router {
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
+}
+
+/// Answers 503 `overloaded` at once when the public listener already handles as many requests as
+/// it may, rather than queueing without bound (and letting every request time out).
+async fn shed_load(
+    State(in_flight): State<Arc<Semaphore>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Ok(_permit) = in_flight.try_acquire_owned() else {
+        metrics::counter!("gengate_requests_shed_total").increment(1);
+        let mut response = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Overloaded",
+            "the service is handling as many requests as it can; retry shortly",
+        )
+        .into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+        return response;
+    };
+    next.run(request).await
 }
 
 /// Middleware and extractors outside our handlers (timeouts, method mismatches, body limits)

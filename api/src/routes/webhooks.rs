@@ -1,42 +1,54 @@
 //! Provider ingress: webhooks and the server-to-server failure report.
 //!
 //! A webhook is accepted only when its token matches the generation's (compared in constant time;
-//! an unknown generation and a wrong token get the same 401), its body parses with the
-//! generation's provider adapter (400 otherwise), and every result URL is allowlisted (400
-//! otherwise). Nothing changes at ingress: an accepted webhook is published to `gengate.events`
-//! with publisher confirms, and only then answered 200. If the broker does not confirm, the answer
-//! is 503 and the provider retries later.
+//! an unknown generation and a wrong token get the same 401) and its job has not ended more than
+//! the late-success window ago (401 as well), when it carries kie.ai's signature where a signing
+//! key is configured (401), when its body parses with the generation's provider adapter (400),
+//! and when every result URL is allowlisted and in normal form (400). An address past its
+//! failed-authentication limit is answered 429 unless its token is right. Nothing changes at
+//! ingress: an accepted webhook is published to `gengate.events` with publisher confirms, and
+//! only then answered 200; a worker then asks the provider itself before anything moves. If the
+//! broker does not confirm, the answer is 503 and the provider retries later.
+
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use gengate_shared::db;
-use gengate_shared::generation::callback_token;
+use gengate_shared::generation::{callback_token, failure, store};
 use gengate_shared::ids::GenerationId;
 use gengate_shared::outbox;
 use gengate_shared::problem::Problem;
-use gengate_shared::providers::{self, ProviderKind, TaskState};
+use gengate_shared::providers::{self, ProviderKind, TaskState, kie};
 use gengate_shared::queue::envelope::payloads;
 use gengate_shared::queue::{Envelope, MessageKind, Outgoing};
+use gengate_shared::validation::Text;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 
-use crate::auth::Internal;
+use crate::auth::{ClientAddress, Internal};
 use crate::error::{ApiError, FieldError, Result};
 use crate::extract::{Json, Path, Query};
 use crate::state::ApiContext;
 
-/// The ingress routes.
+/// The provider ingress routes.
 pub fn routes(max_body_bytes: usize) -> Router<ApiContext> {
     Router::new()
         .route("/api/generation/webhook", post(unified_webhook))
         .route("/kling/callback/{generation_id}", post(kling_callback))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .route("/api/generation/handle-failure", post(handle_failure))
+}
+
+/// The server-to-server routes (`Authorization: Bearer <internal token>`).
+pub fn internal_routes() -> Router<ApiContext> {
+    Router::new().route("/api/generation/handle-failure", post(handle_failure))
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,48 +64,78 @@ struct TokenQuery {
 
 async fn unified_webhook(
     State(ctx): State<ApiContext>,
+    address: ClientAddress,
     Query(query): Query<WebhookQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
     let id = query.generation_id.as_deref().and_then(|id| id.parse::<GenerationId>().ok());
-    ingest(&ctx, id, query.token.as_deref(), &body).await
+    let caller = Caller { address, token: query.token.as_deref(), headers: &headers };
+    ingest(&ctx, id, caller, &body).await
 }
 
 async fn kling_callback(
     State(ctx): State<ApiContext>,
+    address: ClientAddress,
     Path(generation_id): Path<String>,
     Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    ingest(&ctx, generation_id.parse().ok(), query.token.as_deref(), &body).await
+    let caller = Caller { address, token: query.token.as_deref(), headers: &headers };
+    ingest(&ctx, generation_id.parse().ok(), caller, &body).await
+}
+
+/// Who sent a webhook: from where, with which token, with which headers (kie's signature).
+struct Caller<'a> {
+    address: ClientAddress,
+    token: Option<&'a str>,
+    headers: &'a HeaderMap,
 }
 
 fn rejected(reason: &'static str) {
     metrics::counter!("gengate_webhooks_rejected_total", "reason" => reason).increment(1);
 }
 
-fn unauthorized() -> ApiError {
+fn unauthorized(ctx: &ApiContext, address: ClientAddress) -> ApiError {
     rejected("unauthorized");
-    ApiError::Unauthorized("webhook token")
+    address.refuse(ctx, "webhook_token", "webhook token")
 }
 
 async fn ingest(
     ctx: &ApiContext,
     id: Option<GenerationId>,
-    token: Option<&str>,
+    caller: Caller<'_>,
     body: &[u8],
 ) -> Result<Response> {
-    let (Some(id), Some(token)) = (id, token) else { return Err(unauthorized()) };
-    let row: Option<(String, Vec<u8>)> =
-        sqlx::query_as("SELECT provider, webhook_token_hash FROM generations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&ctx.pool)
-            .await?;
-    // Compare against something even when the generation is unknown, so both cases take as long.
-    let (provider, stored) = row.unwrap_or_else(|| (String::new(), vec![0u8; 32]));
-    if !callback_token::token_matches(token, &stored) || provider.is_empty() {
-        return Err(unauthorized());
+    let address = caller.address;
+    let (Some(id), Some(token)) = (id, caller.token) else {
+        return Err(unauthorized(ctx, address));
+    };
+    // Past its failed-authentication limit, an address reaches the database only with a token
+    // that is right (derived tokens can be checked in memory).
+    if let Some(wait) = address.blocked(ctx)
+        && !ctx.callback_keys.is_token_of(token, id)
+    {
+        rejected("throttled");
+        return Err(ApiError::AuthThrottled(wait));
     }
+    let target = store::webhook_target(&ctx.pool, id).await?;
+    // Compare against something even when the generation is unknown, so both cases take as long.
+    let stored = target.as_ref().map_or(&[0u8; 32][..], |t| &t.webhook_token_hash[..]);
+    let matches = callback_token::token_matches(token, stored);
+    let Some(target) = target.filter(|_| matches) else {
+        return Err(unauthorized(ctx, address));
+    };
+    // A token outlives its job only by the late-success window; after that it opens nothing.
+    let window = Duration::from_millis(ctx.settings.worker.reconcile_window_ms);
+    if !target.token_alive(OffsetDateTime::now_utc(), window) {
+        rejected("token_expired");
+        tracing::info!(generation_id = %id, "webhook for a job that ended long ago refused");
+        address.failed(ctx, "webhook_token");
+        return Err(ApiError::Unauthorized("expired webhook token"));
+    }
+    let provider = target.provider;
     let kind = ProviderKind::parse(&provider)
         .ok_or_else(|| anyhow::anyhow!("unknown provider {provider}"))?;
     let update = providers::parse_callback(kind, body).map_err(|err| {
@@ -106,10 +148,20 @@ async fn ingest(
             err.to_string(),
         ))
     })?;
+    if kind == ProviderKind::Kie
+        && let Some(key) = &ctx.settings.providers.kie.webhook_hmac_key
+        && !kie_signature_valid(ctx, key.expose_secret(), &update.remote_task_id, caller.headers)
+    {
+        rejected("signature");
+        tracing::info!(generation_id = %id, "kie webhook without a valid signature refused");
+        address.failed(ctx, "webhook_signature");
+        return Err(ApiError::Unauthorized("webhook signature"));
+    }
     if let TaskState::Succeeded { files, .. } = &update.state
         && let Err((url, why)) = ctx.allowlist.check_all(files.iter().map(|f| f.url.as_str()))
     {
         rejected("result_url");
+        let url = failure::outside_text(&url);
         tracing::warn!(generation_id = %id, url, %why, "webhook result URL refused");
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
@@ -161,6 +213,22 @@ async fn ingest(
     }
 }
 
+/// Whether a kie webhook carries a signature of its task id by `key`, made within the configured
+/// tolerance of now (kie signs `taskId.timestamp`, not the body: the token and the confirming
+/// query still do the rest).
+fn kie_signature_valid(ctx: &ApiContext, key: &str, task_id: &str, headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(timestamp), Some(signature)) =
+        (header(kie::TIMESTAMP_HEADER), header(kie::SIGNATURE_HEADER))
+    else {
+        return false;
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let tolerance = ctx.settings.webhook.signature_tolerance_secs;
+    kie::webhook_timestamp_is_fresh(timestamp, now, tolerance)
+        && kie::verify_webhook_signature(key, task_id, timestamp, signature)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FailureReport {
@@ -193,6 +261,7 @@ async fn handle_failure(
     if reason.trim().is_empty() || reason.len() > 1000 {
         errors.push(FieldError::new("reason", "is required (at most 1000 characters)"));
     }
+    errors.extend(Text::Free.field_error("reason", &reason));
     let Some(id) = id.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };

@@ -115,6 +115,9 @@ pub struct Catalogue {
     pub version: String,
     models: BTreeMap<String, Model>,
     templates: BTreeMap<String, PromptTemplate>,
+    /// Accept input images on private addresses, plain http and any port (the local stack and
+    /// tests, whose images live on loopback).
+    allow_private_image_urls: bool,
 }
 
 impl Catalogue {
@@ -235,7 +238,12 @@ impl Catalogue {
                 (name.clone(), template)
             })
             .collect();
-        Ok(Self { version: settings.catalogue.version.clone(), models, templates })
+        Ok(Self {
+            version: settings.catalogue.version.clone(),
+            models,
+            templates,
+            allow_private_image_urls: settings.catalogue.allow_private_image_urls,
+        })
     }
 
     /// An offered model by name.

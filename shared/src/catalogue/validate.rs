@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use super::{Catalogue, Model, price};
 use crate::generation::{GenerationParams, MediaType, Mode};
 use crate::problem::FieldError;
+use crate::validation::{self, Text};
 
 const KNOWN_FIELDS: &[&str] = &[
     "model",
@@ -21,6 +22,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "sub_type",
     "metadata",
 ];
+/// Fields that may span lines; every other string is an identifier (see [`Text`]).
+const FREE_TEXT_FIELDS: &[&str] = &["prompt", "negative_prompt"];
 const MAX_NEGATIVE_PROMPT_CHARS: usize = 2500;
 const MAX_URL_LEN: usize = 2048;
 const MAX_METADATA_BYTES: usize = 4096;
@@ -36,6 +39,8 @@ pub struct Submission {
     pub params: GenerationParams,
     /// The client's metadata, stored and returned, never interpreted.
     pub metadata: Value,
+    /// The client's own negative prompt (`params.negative_prompt` may be a template's default).
+    pub client_negative_prompt: Option<String>,
     /// The price in credits.
     pub cost: i64,
     /// SHA-256 of the normalized request, for idempotency-key comparisons.
@@ -94,10 +99,18 @@ impl Errors {
     }
 }
 
+/// A string field; `None` when it is missing (or null) or wrong, which is then in `errors`.
 fn string<'a>(body: &'a Map<String, Value>, field: &str, errors: &mut Errors) -> Option<&'a str> {
+    let rule = if FREE_TEXT_FIELDS.contains(&field) { Text::Free } else { Text::Token };
     match body.get(field) {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
+        Some(Value::String(s)) => match rule.check(s) {
+            None => Some(s),
+            Some(why) => {
+                errors.add(field, why);
+                None
+            }
+        },
         Some(_) => {
             errors.add(field, "must be a string");
             None
@@ -112,6 +125,13 @@ impl Catalogue {
         let Some(body) = body.as_object() else {
             return Err(vec![FieldError::new("body", "must be a JSON object")]);
         };
+        // An explicit `null` is the same as leaving the field out.
+        let body: Map<String, Value> = body
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let body = &body;
         for field in body.keys() {
             if !KNOWN_FIELDS.contains(&field.as_str()) {
                 errors.add(field.clone(), "unknown field");
@@ -213,7 +233,7 @@ impl Catalogue {
                 .or(m.default_quality.clone()),
             None => string(body, "quality", &mut errors).map(str::to_owned),
         };
-        let image_urls = image_urls(body, model, mode, &mut errors);
+        let image_urls = image_urls(body, model, mode, self.allow_private_image_urls, &mut errors);
 
         let metadata = match body.get("metadata") {
             None | Some(Value::Null) => Value::Object(Map::new()),
@@ -221,7 +241,11 @@ impl Catalogue {
                 if serde_json::to_vec(map).map_or(0, |b| b.len()) > MAX_METADATA_BYTES {
                     errors.add("metadata", format!("at most {MAX_METADATA_BYTES} bytes of JSON"));
                 }
-                Value::Object(map.clone())
+                let metadata = Value::Object(map.clone());
+                if let Some(error) = validation::json_strings("metadata", &metadata) {
+                    errors.0.push(error);
+                }
+                metadata
             }
             Some(_) => {
                 errors.add("metadata", "must be an object");
@@ -254,6 +278,7 @@ impl Catalogue {
             mode,
             params,
             metadata,
+            client_negative_prompt: client_negative.map(str::to_owned),
             cost,
             request_hash,
             catalogue_version: self.version.clone(),
@@ -323,6 +348,7 @@ fn image_urls(
     body: &Map<String, Value>,
     model: Option<&Model>,
     mode: Option<Mode>,
+    allow_private: bool,
     errors: &mut Errors,
 ) -> Vec<String> {
     let urls: Vec<String> = match body.get("image_urls") {
@@ -336,7 +362,7 @@ fn image_urls(
                     errors.add(field, "must be a string");
                     return None;
                 };
-                if let Err(why) = check_image_url(text) {
+                if let Err(why) = check_image_url(text, allow_private) {
                     errors.add(field, why);
                 }
                 Some(text.to_owned())
@@ -368,23 +394,57 @@ fn image_urls(
     urls
 }
 
-/// An input image must be an https URL with a host and no credentials.
-fn check_image_url(text: &str) -> Result<(), &'static str> {
+/// An input image must be an https URL in normal form, with a public host name and no
+/// credentials: the provider fetches it, so an address inside a network (an IP literal,
+/// `localhost`, a single-label or `.internal` name, an odd port) could make it reach where no
+/// client should. `allow_private` lifts the address rules (for the local stack and tests).
+fn check_image_url(text: &str, allow_private: bool) -> Result<(), String> {
     if text.len() > MAX_URL_LEN {
-        return Err("URL is too long");
+        return Err("URL is too long".into());
+    }
+    if let Some(why) = Text::Token.check(text) {
+        return Err(why.into());
     }
     let url = url::Url::parse(text).map_err(|_| "must be a valid URL")?;
-    if url.scheme() != "https" {
-        return Err("must be an https URL");
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("must name a host");
-    }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry credentials");
+        return Err("must not carry credentials".into());
     }
-    Ok(())
+    if url.as_str() != text {
+        return Err(format!("is not in normal form; send it as {}", url.as_str()));
+    }
+    let Some(host) = url.host() else { return Err("must name a host".into()) };
+    if allow_private && matches!(url.scheme(), "https" | "http") {
+        return Ok(());
+    }
+    if url.scheme() != "https" {
+        return Err("must be an https URL".into());
+    }
+    if url.port().is_some() {
+        return Err("must use the default https port".into());
+    }
+    match host {
+        url::Host::Ipv4(_) | url::Host::Ipv6(_) => {
+            Err("must name a host, not an IP address".into())
+        }
+        url::Host::Domain(name) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            let private = !name.contains('.')
+                || PRIVATE_NAME_SUFFIXES
+                    .iter()
+                    .any(|suffix| name == suffix[1..] || name.ends_with(suffix));
+            if private {
+                Err("must name a public host (not localhost or a private name)".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
 }
+
+/// Names that never resolve to a public address: loopback, mDNS, and the suffixes networks and
+/// cloud metadata services use inside (`metadata.google.internal`).
+const PRIVATE_NAME_SUFFIXES: &[&str] =
+    &[".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan", ".intranet"];
 
 #[cfg(test)]
 mod tests {
@@ -490,12 +550,82 @@ mod tests {
             "https://user:pw@img.example.com/a.png",
             "not a url",
             "ftp://x/y",
+            "https://127.0.0.1/a.png",
+            "https://[::1]/a.png",
+            "https://169.254.169.254/latest/meta-data",
+            "https://10.0.0.7/a.png",
+            "https://2130706433/a.png",
+            "https://localhost/a.png",
+            "https://api.localhost/a.png",
+            "https://metadata.google.internal/a.png",
+            "https://intranet/a.png",
+            "https://img.example.com:8443/a.png",
+            "https://img.example.com\\@evil.com/a.png",
+            "https://img.example.com/a.png\nx",
+            "https://IMG.example.com/a.png",
         ] {
             let result = c.validate(
                 &json!({"model": "kling-v1-6-std", "mode": "image2video", "image_urls": [bad]}),
             );
             assert_eq!(fields(result), ["image_urls[0]"], "{bad}");
         }
+    }
+
+    #[test]
+    fn an_operator_may_allow_private_image_urls() {
+        let mut settings = Settings::load_from(None, Some(Default::default())).unwrap();
+        settings.catalogue.allow_private_image_urls = true;
+        let c = Catalogue::from_settings(&settings).unwrap();
+        for ok in ["http://127.0.0.1:8099/files/a.png", "https://localhost/a.png"] {
+            let result = c.validate(
+                &json!({"model": "kling-v1-6-std", "mode": "image2video", "image_urls": [ok]}),
+            );
+            assert!(result.is_ok(), "{ok}");
+        }
+        let still_bad = c.validate(&json!({"model": "kling-v1-6-std", "mode": "image2video",
+                                           "image_urls": ["ftp://127.0.0.1/a.png"]}));
+        assert_eq!(fields(still_bad), ["image_urls[0]"]);
+    }
+
+    #[test]
+    fn an_explicit_null_is_a_missing_field_and_every_error_names_its_field() {
+        let c = catalogue();
+        assert_eq!(
+            fields(c.validate(&json!({"model": "sora-2", "mode": "text2video", "prompt": null}))),
+            ["prompt"]
+        );
+        assert_eq!(
+            fields(c.validate(&json!({"model": null, "mode": "text2video", "prompt": "x"}))),
+            ["model"]
+        );
+        assert_eq!(fields(c.validate(&json!({"model": null, "mode": null}))), ["model", "mode"]);
+        let defaults = c.validate(&json!({"model": "sora-2", "mode": "text2video", "prompt": "x",
+                                          "duration": null, "metadata": null}));
+        assert_eq!(defaults.unwrap().params.duration, Some(10));
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_string() {
+        let c = catalogue();
+        let base = json!({"model": "sora-2", "mode": "text2video", "prompt": "a cat"});
+        for (field, value) in [
+            ("prompt", json!("a\u{0}cat")),
+            ("prompt", json!("bell\u{7}")),
+            ("negative_prompt", json!("x\u{0}")),
+            ("aspect_ratio", json!("16:9\n")),
+            ("sub_type", json!("anime_video\u{0}")),
+        ] {
+            let mut body = base.clone();
+            body[field] = value;
+            assert_eq!(fields(c.validate(&body)), [field], "{body}");
+        }
+        let mut body = base.clone();
+        body["metadata"] = json!({"tags": ["ok", "bad\u{0}"]});
+        assert_eq!(fields(c.validate(&body)), ["metadata.tags[1]"]);
+        // Line breaks are fine in free text.
+        body["metadata"] = json!({"note": "two\nlines"});
+        body["prompt"] = json!("a cat\non a lawn");
+        assert!(c.validate(&body).is_ok());
     }
 
     #[test]

@@ -78,6 +78,19 @@ impl CallbackKeys {
     }
 }
 
+impl CallbackKeys {
+    /// Whether `presented` is the token of `generation` under any configured key version,
+    /// compared in constant time: a check that needs no database, for callers that must not
+    /// touch it (an address past its failed-authentication limit).
+    pub fn is_token_of(&self, presented: &str, generation: GenerationId) -> bool {
+        let presented = token_hash(presented);
+        self.keys.keys().fold(false, |found, version| {
+            let token = self.token(*version, generation).expect("a configured version");
+            found | bool::from(token_hash(&token).as_slice().ct_eq(&presented))
+        })
+    }
+}
+
 /// What the generation row keeps of its token.
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -104,6 +117,7 @@ mod tests {
             allowed_result_hosts: vec![],
             allowed_result_origins: vec![],
             max_body_bytes: 1024,
+            signature_tolerance_secs: 300,
         };
         CallbackKeys::from_settings(&settings).unwrap().unwrap()
     }
@@ -119,6 +133,9 @@ mod tests {
         assert!(token_matches(&token_a, &hash_a));
         assert!(!token_matches(&keys.token(1, b).unwrap(), &hash_a), "another generation's token");
         assert!(!token_matches("", &hash_a));
+        assert!(keys.is_token_of(&token_a, a));
+        assert!(!keys.is_token_of(&token_a, b));
+        assert!(!keys.is_token_of("", a));
     }
 
     #[test]

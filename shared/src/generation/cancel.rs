@@ -69,8 +69,13 @@ pub async fn cancel(
         let view = store::view(&mut **tx, id, Some(owner)).await?.ok_or(CancelError::NotFound)?;
         return Err(CancelError::NotCancelable(view.status));
     };
-    if moved.billing() == Billing::Prepaid {
-        ledger::refund(tx, &moved.ledger(), "canceled").await?;
+    match moved.billing() {
+        Billing::Prepaid => {
+            ledger::refund(tx, &moved.ledger(), "canceled").await?;
+        }
+        Billing::Postpaid => {
+            ledger::release_hold(tx, &moved.ledger(), "canceled").await?;
+        }
     }
     let payload = json!({"was": moved.from_status});
     outbox::enqueue(tx, &Envelope::new(MessageKind::Canceled, id, payload)).await?;

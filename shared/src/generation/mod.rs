@@ -2,6 +2,7 @@
 
 pub mod callback_token;
 pub mod cancel;
+pub mod failure;
 pub mod operator;
 pub mod settle;
 pub mod store;

@@ -4,6 +4,7 @@
 
 use serde_json::json;
 
+use super::failure::{Failure, FailureKind};
 use super::settle;
 use super::transitions::{self, Cause};
 use super::{GenerationStatus, MediaType};
@@ -58,7 +59,8 @@ pub async fn fail(
     let from = [GenerationStatus::Queued, GenerationStatus::Submitted];
     let cause = operator_cause(reason);
     let charged = ledger::net_charge(&mut **tx, id).await?;
-    match settle::fail(tx, id, &from, &cause, "operator", reason).await? {
+    let failure = Failure::with_detail(FailureKind::Operator, reason);
+    match settle::fail(tx, id, &from, &cause, &failure).await? {
         Some(_) => {
             let refunded = charged - ledger::net_charge(&mut **tx, id).await?;
             Ok(OperatorOutcome::Done { refunded })

@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+use super::failure::Failure;
 use super::transitions::{self, Cause, Changes, Transitioned};
 use super::{Billing, GenerationStatus, MediaType};
 use crate::db::Tx;
@@ -12,27 +13,38 @@ use crate::ids::GenerationId;
 use crate::ledger::{self, LedgerError};
 use crate::providers::ResultFile;
 
-/// Fails a generation whose status is one of `from` and refunds a prepaid one (postpaid
-/// generations were never charged). `None`: it was not in one of those states.
+/// Fails a generation whose status is one of `from`: refunds a prepaid one, releases a postpaid
+/// one's hold (it was never charged). Its owner sees `failure.kind`'s code and text; what the
+/// provider said goes to the audit row. `None`: it was not in one of those states.
 pub async fn fail(
     tx: &mut Tx,
     id: GenerationId,
     from: &[GenerationStatus],
     cause: &Cause,
-    code: &str,
-    message: &str,
+    failure: &Failure,
 ) -> Result<Option<Transitioned>, LedgerError> {
-    let changes =
-        Changes { failure: Some((code.to_owned(), message.to_owned())), ..Changes::default() };
+    let kind = failure.kind;
+    let changes = Changes {
+        failure: Some((kind.code().to_owned(), kind.message().to_owned())),
+        ..Changes::default()
+    };
+    let cause = Cause { detail: Some(failure.audit_detail(cause.detail.clone())), ..cause.clone() };
     let Some(moved) =
-        transitions::transition(tx, id, from, GenerationStatus::Failed, cause, &changes).await?
+        transitions::transition(tx, id, from, GenerationStatus::Failed, &cause, &changes).await?
     else {
         return Ok(None);
     };
-    if moved.billing() == Billing::Prepaid {
-        let reason = format!("{}: {code}", cause.kind);
-        ledger::refund(tx, &moved.ledger(), &reason).await?;
+    match moved.billing() {
+        Billing::Prepaid => {
+            let reason = format!("{}: {}", cause.kind, kind.code());
+            ledger::refund(tx, &moved.ledger(), &reason).await?;
+        }
+        Billing::Postpaid => {
+            ledger::release_hold(tx, &moved.ledger(), "failed").await?;
+        }
     }
+    metrics::counter!("gengate_jobs_failed_total", "code" => kind.code(), "cause" => cause.kind)
+        .increment(1);
     Ok(Some(moved))
 }
 

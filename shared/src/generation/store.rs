@@ -6,6 +6,7 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 
 use super::GenerationStatus;
+use super::failure::FailureKind;
 use crate::ids::{GenerationId, UserId};
 use crate::pagination::Cursor;
 
@@ -63,7 +64,8 @@ pub struct GenerationView {
     pub model: String,
     /// The mode.
     pub mode: String,
-    /// The normalized request.
+    /// The request as the client sent it, after defaults (operators see the whole stored
+    /// snapshot: the prompt as the provider receives it, adapter options, expected usage).
     pub params: Value,
     /// `prepaid` or `postpaid`.
     pub billing: String,
@@ -111,33 +113,57 @@ pub(super) struct ViewRow {
     completed_at: Option<OffsetDateTime>,
 }
 
-impl From<ViewRow> for GenerationView {
-    fn from(row: ViewRow) -> Self {
-        let status = GenerationStatus::parse(&row.status).unwrap_or(GenerationStatus::Failed);
-        let failure = match (row.failure_code, row.failure_message) {
-            (Some(code), message) => Some(Failure { code, message: message.unwrap_or_default() }),
-            (None, Some(message)) => Some(Failure { code: "unknown".into(), message }),
-            (None, None) => None,
-        };
+/// The client's own request in a stored params snapshot: `(key shown, key stored)`. The rest (the
+/// prompt as the provider receives it, adapter options, expected usage) is gengate's business.
+const CLIENT_PARAMS: [(&str, &str); 8] = [
+    ("prompt", "client_prompt"),
+    ("negative_prompt", "client_negative_prompt"),
+    ("duration", "duration"),
+    ("aspect_ratio", "aspect_ratio"),
+    ("quality", "quality"),
+    ("image_urls", "image_urls"),
+    ("sub_type", "sub_type"),
+    ("metadata", "metadata"),
+];
+
+/// The request as its client sent it (after defaults), out of the stored params snapshot.
+fn client_params(stored: &Value) -> Value {
+    let params = CLIENT_PARAMS.iter().filter_map(|(shown, key)| {
+        stored.get(key).filter(|v| !v.is_null()).map(|v| ((*shown).to_owned(), v.clone()))
+    });
+    Value::Object(params.collect())
+}
+
+impl ViewRow {
+    /// The generation as its owner sees it, or (`for_operator`) with the params as stored. The
+    /// failure is in the words clients are told either way: a code stored before codes were
+    /// stable (a provider's own) reads as a generic failure, so no provider text reaches a client.
+    pub(super) fn into_view(self, for_operator: bool) -> GenerationView {
+        let status = GenerationStatus::parse(&self.status).unwrap_or(GenerationStatus::Failed);
+        let failure = (self.failure_code.is_some() || self.failure_message.is_some()).then(|| {
+            let kind = FailureKind::from_code(self.failure_code.as_deref().unwrap_or_default());
+            Failure { code: kind.code().to_owned(), message: kind.message().to_owned() }
+        });
+        let params = if for_operator { self.params } else { client_params(&self.params) };
         let result = (status == GenerationStatus::Completed)
-            .then_some(GenerationResult { videos: row.videos.0, images: row.images.0 });
-        Self {
-            id: row.id,
+            .then_some(GenerationResult { videos: self.videos.0, images: self.images.0 });
+        GenerationView {
+            id: self.id,
             status,
-            media: row.media,
-            sub_type: row.sub_type,
-            model: row.model,
-            mode: row.mode,
-            params: row.params,
-            billing: row.billing,
-            cost: row.cost,
-            charged: row.charged,
-            progress: row.progress,
+            media: self.media,
+            sub_type: self.sub_type,
+            model: self.model,
+            mode: self.mode,
+            params,
+            billing: self.billing,
+            cost: self.cost,
+            charged: self.charged,
+            progress: self.progress,
             failure,
             result,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            completed_at: row.completed_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            completed_at: self.completed_at,
         }
     }
 }
@@ -170,7 +196,7 @@ pub async fn view(
         .bind(owner)
         .fetch_optional(executor)
         .await?;
-    Ok(row.map(GenerationView::from))
+    Ok(row.map(|row| row.into_view(owner.is_none())))
 }
 
 /// One page of a user's generations, newest first.
@@ -206,7 +232,7 @@ pub async fn list(
         .bind(limit + 1)
         .fetch_all(executor)
         .await?;
-    let mut data: Vec<GenerationView> = rows.into_iter().map(GenerationView::from).collect();
+    let mut data: Vec<GenerationView> = rows.into_iter().map(|row| row.into_view(false)).collect();
     let next_cursor = Cursor::next_page(&mut data, limit as usize, |g| Cursor {
         created_at: g.created_at,
         id: g.id.0,
@@ -246,5 +272,44 @@ pub async fn events(
     )
     .bind(id)
     .fetch_all(executor)
+    .await
+}
+
+/// What webhook ingress needs to know of a generation to admit a callback for it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookTarget {
+    /// Whose wire format the callback is in (stored name).
+    pub provider: String,
+    /// SHA-256 of the generation's callback token.
+    pub webhook_token_hash: Vec<u8>,
+    /// Where the generation is.
+    pub status: String,
+    /// When it ended, if it did.
+    pub completed_at: Option<OffsetDateTime>,
+}
+
+impl WebhookTarget {
+    /// Whether the generation's callback token still admits webhooks at `now`: while the job
+    /// runs, and for `window` after it ended (a late success may still restore a failed job;
+    /// duplicates of a final callback are still answered), never after.
+    pub fn token_alive(&self, now: OffsetDateTime, window: std::time::Duration) -> bool {
+        let running = matches!(
+            GenerationStatus::parse(&self.status),
+            Some(GenerationStatus::Queued | GenerationStatus::Submitted)
+        );
+        running || self.completed_at.is_none_or(|ended| now < ended + window)
+    }
+}
+
+/// The generation a webhook names, as ingress sees it.
+pub async fn webhook_target(
+    executor: impl PgExecutor<'_>,
+    id: GenerationId,
+) -> Result<Option<WebhookTarget>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT provider, webhook_token_hash, status, completed_at FROM generations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(executor)
     .await
 }

@@ -110,6 +110,9 @@ pub async fn submit(
     let model = &submission.model;
     let mut params = serde_json::to_value(&submission.params).expect("params serialize");
     params["metadata"] = submission.metadata.clone();
+    if let Some(negative) = &submission.client_negative_prompt {
+        params["client_negative_prompt"] = negative.as_str().into();
+    }
     // The adapter options in force when the job was accepted (and priced) travel with it.
     params["provider_options"] = serde_json::to_value(&model.options).expect("options serialize");
     // What the provider is expected to report using, for settling at reported usage.
@@ -155,7 +158,7 @@ pub async fn submit(
     let generation = LedgerGeneration { id, user_id: request.user_id, media: model.media };
     match model.billing {
         Billing::Prepaid => ledger::reserve(tx, &generation, submission.cost).await?,
-        Billing::Postpaid => ledger::check_balance(tx, request.user_id, submission.cost).await?,
+        Billing::Postpaid => ledger::hold(tx, &generation, submission.cost).await?,
     }
 
     // One statement writes the audit row and the job message and reads back what the client is
@@ -196,7 +199,7 @@ pub async fn submit(
     }
     metrics::counter!("gengate_generations_submitted_total", "model" => model.name.clone())
         .increment(1);
-    Ok(SubmitOutcome::Created(accepted.view.into()))
+    Ok(SubmitOutcome::Created(accepted.view.into_view(false)))
 }
 
 /// The new generation as the client sees it, and the in-flight count it was admitted under.

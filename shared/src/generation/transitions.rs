@@ -181,7 +181,8 @@ pub async fn record(
     .bind(cause.kind)
     .bind(cause.message_id)
     .bind(cause.payload_digest.map(|d| d.to_vec()))
-    .bind(&cause.detail)
+    // Details quote providers and webhooks: whatever they sent, the row can be written.
+    .bind(cause.detail.as_ref().map(super::failure::outside_json))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -8,6 +8,9 @@ use super::{LedgerError, TransType};
 use crate::db::Tx;
 use crate::ids::{GrantId, UserId};
 
+/// The largest grant: sums of a user's credits stay far from overflowing 64 bits.
+pub const MAX_GRANT: i64 = 1_000_000_000_000;
+
 /// Where a grant's credits come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -80,21 +83,25 @@ pub struct GrantOutcome {
 }
 
 /// Creates a grant and its entry, then pays any outstanding debt out of the user's usable grants.
-/// A second grant with an `order_no` already used for this user returns the first grant.
+/// A second grant with an `order_no` already used for this user returns the first grant when it
+/// asks for the same amount (a retried request), and is refused otherwise.
 pub async fn grant(tx: &mut Tx, new: &NewGrant) -> Result<GrantOutcome, LedgerError> {
-    if new.amount <= 0 {
+    if new.amount <= 0 || new.amount > MAX_GRANT {
         return Err(LedgerError::InvalidAmount(new.amount));
     }
     lock_user(tx, new.user_id).await?;
     if let Some(order_no) = &new.order_no {
-        let existing: Option<(GrantId, UserId)> =
-            sqlx::query_as("SELECT id, user_id FROM credit_grants WHERE order_no = $1")
+        let existing: Option<(GrantId, UserId, i64)> =
+            sqlx::query_as("SELECT id, user_id, amount FROM credit_grants WHERE order_no = $1")
                 .bind(order_no)
                 .fetch_optional(&mut **tx)
                 .await?;
-        if let Some((grant_id, owner)) = existing {
+        if let Some((grant_id, owner, granted)) = existing {
             if owner != new.user_id {
                 return Err(LedgerError::OrderNoConflict { order_no: order_no.clone() });
+            }
+            if granted != new.amount {
+                return Err(LedgerError::OrderNoReused { order_no: order_no.clone(), granted });
             }
             return Ok(GrantOutcome { grant_id, created: false, debt_settled: 0 });
         }

@@ -1,5 +1,10 @@
 //! The credits ledger: grants, and reserve / confirm / refund / restore / charge of generations.
 //!
+//! Postpaid jobs are not charged until they succeed, but from their submit their price is *held*
+//! (`credit_holds`): what holds keep back is not available to other submits, prepaid or postpaid,
+//! so a user cannot start more postpaid work than their balance covers. A hold draws from no
+//! grant; the success's charge consumes it, a failure or cancel releases it.
+//!
 //! Every operation takes an open transaction and is written for concurrency:
 //!
 //! - **Lock order.** Each operation first locks the user row (`FOR NO KEY UPDATE`, which does not
@@ -24,15 +29,15 @@ mod queries;
 mod reconcile;
 mod settlement;
 
-pub use grants::{GrantOutcome, GrantSource, NewGrant, grant};
+pub use grants::{GrantOutcome, GrantSource, MAX_GRANT, NewGrant, grant};
 pub use queries::{
     Balance, EntryView, GrantView, SummaryLine, TimelinePage, TimelineQuery, balance,
     generation_entries, summary, timeline,
 };
 pub use reconcile::{Mismatch, ReconcileReport, reconcile};
 pub use settlement::{
-    ChargeOutcome, LedgerGeneration, charge, check_balance, confirm, net_charge, refund, reserve,
-    restore,
+    ChargeOutcome, LedgerGeneration, charge, confirm, hold, net_charge, refund, release_hold,
+    reserve, restore,
 };
 
 use crate::db::Transient;
@@ -104,11 +109,14 @@ impl std::fmt::Display for TransType {
 /// Why a ledger operation did nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// The usable balance does not cover the cost; nothing was written.
-    #[error("insufficient credits: balance {balance}, cost {cost}")]
+    /// The usable balance, less what postpaid holds keep back, does not cover the cost; nothing
+    /// was written.
+    #[error("insufficient credits: balance {balance}, held {held}, cost {cost}")]
     InsufficientCredits {
         /// Usable credits now.
         balance: i64,
+        /// Credits held for the user's running postpaid jobs.
+        held: i64,
         /// What the operation needed.
         cost: i64,
     },
@@ -118,14 +126,23 @@ pub enum LedgerError {
         /// Credits owed.
         debt: i64,
     },
-    /// An amount that must be positive was not.
-    #[error("amount must be positive, got {0}")]
+    /// An amount that must be positive (and, for a grant, at most [`MAX_GRANT`]) was not.
+    #[error("amount must be positive (and a grant at most {MAX_GRANT}), got {0}")]
     InvalidAmount(i64),
     /// The order number was already used for a different user.
     #[error("order {order_no} was already granted to another user")]
     OrderNoConflict {
         /// The order number.
         order_no: String,
+    },
+    /// The order number was already granted to this user, for a different amount: a replay must
+    /// repeat the original request, and a different order needs its own number.
+    #[error("order {order_no} was already granted for {granted} credits")]
+    OrderNoReused {
+        /// The order number.
+        order_no: String,
+        /// What the first grant of this order gave.
+        granted: i64,
     },
     /// No such user.
     #[error("unknown user")]

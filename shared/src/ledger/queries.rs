@@ -41,6 +41,11 @@ pub struct GrantView {
 pub struct Balance {
     /// Credits in usable grants (effective, unexpired).
     pub balance: i64,
+    /// Credits held for the user's running postpaid jobs: charged if they succeed, released if
+    /// they fail. Part of the balance, but not available to new jobs.
+    pub held: i64,
+    /// What new jobs may use: the balance less what is held.
+    pub available: i64,
     /// Credits owed; new charges wait until it is paid.
     pub debt: i64,
     /// Grants that still hold credits (usable, expired or not yet effective), in consumption order.
@@ -55,7 +60,10 @@ pub async fn balance(
     user_id: UserId,
 ) -> Result<Option<Balance>, sqlx::Error> {
     let rows: Vec<BalanceRow> = sqlx::query_as(
-        "SELECT u.debt, g.id, g.source, g.amount, g.remaining, g.expires_at, g.priority,
+        "SELECT u.debt,
+                (SELECT COALESCE(sum(h.amount), 0) FROM credit_holds h
+                 WHERE h.user_id = u.id AND h.released_at IS NULL)::bigint AS held,
+                g.id, g.source, g.amount, g.remaining, g.expires_at, g.priority,
                 g.effective_at, g.order_no,
                 (g.expires_at IS NOT NULL AND g.expires_at <= now()) AS expired, g.created_at
          FROM users u
@@ -66,18 +74,21 @@ pub async fn balance(
     .bind(user_id)
     .fetch_all(executor)
     .await?;
-    let Some(debt) = rows.first().map(|row| row.debt) else { return Ok(None) };
+    let Some((debt, held)) = rows.first().map(|row| (row.debt, row.held)) else {
+        return Ok(None);
+    };
     let grants: Vec<GrantView> = rows.into_iter().filter_map(BalanceRow::grant).collect();
     let now = OffsetDateTime::now_utc();
     let balance =
         grants.iter().filter(|g| !g.expired && g.effective_at <= now).map(|g| g.remaining).sum();
-    Ok(Some(Balance { balance, debt, grants }))
+    Ok(Some(Balance { balance, held, available: balance - held, debt, grants }))
 }
 
 /// The user's debt and one of their grants (all `None` when they hold none).
 #[derive(sqlx::FromRow)]
 struct BalanceRow {
     debt: i64,
+    held: i64,
     id: Option<GrantId>,
     source: Option<String>,
     amount: Option<i64>,

@@ -5,7 +5,8 @@
 //! - every generation: its net charge matches its status: the final price once `completed`,
 //!   nothing once `failed` or `canceled`, the reservation while a prepaid job is in flight,
 //!   nothing while a postpaid job is;
-//! - every user: `debt` equals the charges that became debt minus what grants paid of it.
+//! - every user: `debt` equals the charges that became debt minus what grants paid of it;
+//! - every hold: a postpaid job in flight holds its price, nothing else holds anything.
 
 use serde::Serialize;
 use sqlx::PgExecutor;
@@ -50,6 +51,8 @@ pub struct ReconcileReport {
     pub generations: i64,
     /// Users checked.
     pub users: i64,
+    /// Holds (and postpaid jobs in flight) checked.
+    pub holds: i64,
     /// Everything that does not add up; empty when the ledger is consistent.
     pub mismatches: Vec<Mismatch>,
 }
@@ -143,6 +146,35 @@ pub async fn reconcile(
     .fetch_all(executor)
     .await?;
     report.users = users.len() as i64;
+
+    let holds: Vec<(uuid::Uuid, UserId, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT g.id, g.user_id, g.status, g.billing, g.cost,
+                COALESCE((SELECT sum(h.amount) FROM credit_holds h
+                          WHERE h.generation_id = g.id AND h.released_at IS NULL), 0)::bigint
+         FROM generations g
+         WHERE ($1::uuid IS NULL OR g.user_id = $1)
+           AND ((g.billing = 'postpaid' AND g.status IN ('queued', 'submitted'))
+                OR EXISTS (SELECT 1 FROM credit_holds h
+                           WHERE h.generation_id = g.id AND h.released_at IS NULL))",
+    )
+    .bind(user)
+    .fetch_all(executor)
+    .await?;
+    report.holds = holds.len() as i64;
+    for (id, user_id, status, billing, cost, held) in holds {
+        let in_flight = matches!(status.as_str(), "queued" | "submitted");
+        let expected = if billing == "postpaid" && in_flight { cost } else { 0 };
+        if held != expected {
+            report.mismatches.push(Mismatch {
+                kind: "hold",
+                id,
+                user_id,
+                expected,
+                actual: held,
+                detail: format!("credits held for a {status} {billing} generation"),
+            });
+        }
+    }
     for (user_id, expected, actual) in users {
         if expected != actual {
             report.mismatches.push(Mismatch {

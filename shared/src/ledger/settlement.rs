@@ -208,26 +208,17 @@ async fn require_no_debt(tx: &mut Tx, user_id: UserId, debt: i64) -> Result<(), 
 }
 
 /// Prepaid submit: draws `cost` across the user's usable grants in consumption order (priority,
-/// soonest expiry with none last, oldest), one `{type}_generation` entry per grant touched.
-/// Not enough credits, or outstanding debt: an error, and nothing written.
+/// soonest expiry with none last, oldest), one `{type}_generation` entry per grant touched. What
+/// postpaid holds keep back is not available. Not enough credits, or outstanding debt: an error,
+/// and nothing written.
 pub async fn reserve(
     tx: &mut Tx,
     generation: &LedgerGeneration,
     cost: i64,
 ) -> Result<(), LedgerError> {
-    if cost < 0 {
-        return Err(LedgerError::InvalidAmount(cost));
-    }
-    let debt = lock_user(tx, generation.user_id).await?;
-    require_no_debt(tx, generation.user_id, debt).await?;
-    if cost == 0 {
+    let Some(grants) = covering_grants(tx, generation.user_id, cost).await? else {
         return Ok(());
-    }
-    let grants = usable_grants(tx, generation.user_id).await?;
-    let balance: i64 = grants.iter().map(|(_, remaining)| remaining).sum();
-    if balance < cost {
-        return Err(LedgerError::InsufficientCredits { balance, cost });
-    }
+    };
     let plan = plan_draw(&grants, cost);
     take(
         tx,
@@ -241,15 +232,81 @@ pub async fn reserve(
     Ok(())
 }
 
-/// Postpaid submit: the balance must cover `cost` (and there must be no debt); nothing is drawn.
-pub async fn check_balance(tx: &mut Tx, user_id: UserId, cost: i64) -> Result<(), LedgerError> {
+/// What every submit checks, holding the user lock from here on: no debt, and usable credits less
+/// what holds keep back covering `cost`. Returns the usable grants in consumption order (`None`
+/// for a cost of 0: nothing to draw or hold).
+async fn covering_grants(
+    tx: &mut Tx,
+    user_id: UserId,
+    cost: i64,
+) -> Result<Option<Vec<(GrantId, i64)>>, LedgerError> {
+    if cost < 0 {
+        return Err(LedgerError::InvalidAmount(cost));
+    }
     let debt = lock_user(tx, user_id).await?;
     require_no_debt(tx, user_id, debt).await?;
-    let balance: i64 = usable_grants(tx, user_id).await?.iter().map(|(_, r)| r).sum();
-    if balance < cost {
-        return Err(LedgerError::InsufficientCredits { balance, cost });
+    if cost == 0 {
+        return Ok(None);
     }
+    let grants = usable_grants(tx, user_id).await?;
+    let balance: i64 = grants.iter().map(|(_, remaining)| remaining).sum();
+    let held = held(tx, user_id).await?;
+    if balance - held < cost {
+        return Err(LedgerError::InsufficientCredits { balance, held, cost });
+    }
+    Ok(Some(grants))
+}
+
+/// Postpaid submit: holds `cost` of the user's balance for the generation until it ends. The
+/// balance less what other holds keep back must cover it (and there must be no debt); nothing is
+/// drawn from any grant. Holding while the user row is locked is what keeps concurrent postpaid
+/// submits from promising the same credits twice.
+pub async fn hold(
+    tx: &mut Tx,
+    generation: &LedgerGeneration,
+    cost: i64,
+) -> Result<(), LedgerError> {
+    if covering_grants(tx, generation.user_id, cost).await?.is_none() {
+        return Ok(());
+    }
+    sqlx::query("INSERT INTO credit_holds (generation_id, user_id, amount) VALUES ($1, $2, $3)")
+        .bind(generation.id)
+        .bind(generation.user_id)
+        .bind(cost)
+        .execute(&mut **tx)
+        .await?;
+    metrics::counter!("gengate_ledger_held_credits_total").increment(cost as u64);
     Ok(())
+}
+
+/// Ends the generation's hold, if it has one still active (`reason`: `charged`, `failed`,
+/// `canceled`). Repeating it changes nothing. Returns the credits no longer held.
+pub async fn release_hold(
+    tx: &mut Tx,
+    generation: &LedgerGeneration,
+    reason: &str,
+) -> Result<i64, LedgerError> {
+    let released: Option<i64> = sqlx::query_scalar(
+        "UPDATE credit_holds SET released_at = now(), released_reason = $2
+         WHERE generation_id = $1 AND released_at IS NULL
+         RETURNING amount",
+    )
+    .bind(generation.id)
+    .bind(reason)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(released.unwrap_or(0))
+}
+
+/// Credits the user's active holds keep back.
+async fn held(tx: &mut Tx, user_id: UserId) -> Result<i64, LedgerError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(sum(amount), 0)::bigint FROM credit_holds
+         WHERE user_id = $1 AND released_at IS NULL",
+    )
+    .bind(user_id)
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 /// The generation's net charge now: what its non-voided entries took, in credits (≥ 0).
@@ -424,13 +481,16 @@ pub async fn restore(
     Ok(outcome)
 }
 
-/// Postpaid success: charges `cost` now; any shortfall becomes debt. A repeat changes nothing.
+/// Postpaid success: charges `cost` now, consuming the generation's hold; any shortfall becomes
+/// debt. A repeat changes nothing.
 pub async fn charge(
     tx: &mut Tx,
     generation: &LedgerGeneration,
     cost: i64,
 ) -> Result<ChargeOutcome, LedgerError> {
-    charge_up_to(tx, generation, cost).await
+    let outcome = charge_up_to(tx, generation, cost).await?;
+    release_hold(tx, generation, "charged").await?;
+    Ok(outcome)
 }
 
 #[cfg(test)]

@@ -48,6 +48,14 @@ impl TestAppBuilder {
         self
     }
 
+    /// Polls come only after a minute, so that within a test only webhooks (and the queries that
+    /// confirm them) settle a job. (A poll delay is capped at the longest delay tier, hence the
+    /// extra tier.)
+    pub fn webhook_only(self) -> Self {
+        self.env("GENGATE__WORKER__POLL_INTERVALS_MS", "60000,60000")
+            .env("GENGATE__AMQP__DELAY_TIERS_MS", "1000,2000,5000,60000")
+    }
+
     /// Don't wait for `/readyz` to answer 200 (for tests of an unready stack).
     pub fn without_waiting_for_ready(mut self) -> Self {
         self.wait_ready = false;
@@ -77,6 +85,10 @@ impl TestAppBuilder {
         env.insert("GENGATE__AMQP__URL".to_owned(), amqp_url());
         env.insert("GENGATE__AMQP__PREFIX".to_owned(), broker.prefix().to_owned());
         env.insert("GENGATE__API__LISTEN".to_owned(), "127.0.0.1:0".to_owned());
+        env.insert("GENGATE__API__OPS_LISTEN".to_owned(), "127.0.0.1:0".to_owned());
+        // Tests send bad credentials on purpose, many from one address; the security suite
+        // sets its own limit to test it.
+        env.insert("GENGATE__LIMITS__AUTH_FAILURE_BURST".to_owned(), "100000".to_owned());
         env.insert("GENGATE__WORKER__LISTEN".to_owned(), "127.0.0.1:0".to_owned());
         env.insert("GENGATE__API__ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned());
         env.insert("GENGATE__API__INTERNAL_TOKEN".to_owned(), INTERNAL_TOKEN.to_owned());
@@ -119,6 +131,7 @@ impl TestAppBuilder {
             sim,
             api: None,
             api_url: String::new(),
+            ops_url: String::new(),
             workers: Vec::new(),
             http,
             pool,
@@ -169,6 +182,8 @@ pub struct TestApp {
     pub api: Option<Process>,
     /// `http://127.0.0.1:PORT` of the API.
     pub api_url: String,
+    /// `http://127.0.0.1:PORT` of the API's operations listener (`/metrics`).
+    pub ops_url: String,
     /// Worker processes.
     pub workers: Vec<WorkerProcess>,
     /// An HTTP client for the test's requests.
@@ -209,8 +224,21 @@ impl TestApp {
     pub async fn start_api(&mut self) {
         let mut api =
             Process::start("api", &binary("gengate-api"), &["serve"], &self.env, &self.log_dir);
-        self.api_url = format!("http://{}", api.bound_addr().await);
+        let addrs = api.bound_addrs().await;
+        self.api_url = format!("http://{}", addrs[0]);
+        self.ops_url = format!("http://{}", addrs[1]);
         self.api = Some(api);
+    }
+
+    /// Starts a second API process on the same database and broker (as behind a load balancer),
+    /// on free ports; returns it with its URL. Dropping the process stops it.
+    pub async fn start_another_api(&self, name: &str) -> (Process, String) {
+        let mut env = self.env.clone();
+        env.insert("GENGATE__API__LISTEN".to_owned(), "127.0.0.1:0".to_owned());
+        env.insert("GENGATE__API__OPS_LISTEN".to_owned(), "127.0.0.1:0".to_owned());
+        let mut api = Process::start(name, &binary("gengate-api"), &["serve"], &env, &self.log_dir);
+        let url = format!("http://{}", api.bound_addr().await);
+        (api, url)
     }
 
     /// Kills the API (SIGKILL) and starts it again on the same address, so callback URLs stay valid.
@@ -224,6 +252,8 @@ impl TestApp {
         }
         let address = self.api_url.trim_start_matches("http://").to_owned();
         self.set_env("GENGATE__API__LISTEN", &address);
+        let ops = self.ops_url.trim_start_matches("http://").to_owned();
+        self.set_env("GENGATE__API__OPS_LISTEN", &ops);
         self.start_api().await;
     }
 
@@ -384,6 +414,52 @@ impl TestApp {
             assert_eq!(response.status(), 201);
         }
         TestUser { id, key: key["key"].as_str().expect("key").to_owned() }
+    }
+
+    /// The operator's view of a generation (`GET /admin/generations/{id}`): the object with its
+    /// whole ledger (`ledger`) and audit log (`events`).
+    pub async fn admin_generation(&self, id: &str) -> serde_json::Value {
+        let response = self.admin_get(&format!("/admin/generations/{id}")).await;
+        assert_eq!(response.status(), 200, "GET /admin/generations/{id}");
+        response.json().await.expect("admin generation JSON")
+    }
+
+    /// Waits until a generation's audit log has more than `count` rows; returns the operator's
+    /// view. For "the message was handled", however it was handled.
+    pub async fn events_beyond(&self, id: &str, count: usize) -> serde_json::Value {
+        eventually(
+            &format!("more than {count} events of {id}"),
+            Duration::from_secs(30),
+            || async {
+                let generation = self.admin_generation(id).await;
+                let events = generation["events"].as_array().map_or(0, Vec::len);
+                (events > count).then_some(generation)
+            },
+        )
+        .await
+    }
+
+    /// The simulator's task of a generation (Kling: by `external_task_id`; kie: by the generation
+    /// id in its callback URL), once a worker created it.
+    pub async fn sim_task(&self, id: &str) -> crate::sim::TaskView {
+        eventually(&format!("the provider task of {id}"), Duration::from_secs(30), || async {
+            self.sim.tasks().into_iter().find(|task| {
+                task.external_task_id.as_deref() == Some(id)
+                    || task.callback_url.as_deref().is_some_and(|url| url.contains(id))
+            })
+        })
+        .await
+    }
+
+    /// `POST url` with a JSON body and no credentials (as a provider calls back); the status.
+    pub async fn post_json(&self, url: &str, body: &serde_json::Value) -> reqwest::StatusCode {
+        self.http.post(url).json(body).send().await.expect("POST").status()
+    }
+
+    /// Asserts that the ledger reconciles: every grant, generation, user debt and hold adds up.
+    pub async fn assert_reconciled(&self) {
+        let report = gengate_shared::ledger::reconcile(&self.pool, None).await.expect("reconcile");
+        assert!(report.is_clean(), "the ledger does not reconcile: {:?}", report.mismatches);
     }
 
     /// Runs `gengatectl args…` and parses its standard output as JSON (asserting it exits 0).

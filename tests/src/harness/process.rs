@@ -113,12 +113,18 @@ impl Process {
 
     /// The address the process bound, once it has written it (waits up to 30 s).
     pub async fn bound_addr(&mut self) -> String {
+        self.bound_addrs().await.swap_remove(0)
+    }
+
+    /// Every address the process bound, a line each in its address file (the API: the public
+    /// listener, then the operations listener), once it has written them (waits up to 30 s).
+    pub async fn bound_addrs(&mut self) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(addr) = std::fs::read_to_string(&self.addr_file)
-                && !addr.is_empty()
+            if let Ok(text) = std::fs::read_to_string(&self.addr_file)
+                && text.ends_with('\n')
             {
-                return addr;
+                return text.lines().map(str::to_owned).collect();
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()

@@ -59,6 +59,15 @@ async fn a_repeated_order_number_returns_the_first_grant_and_grants_nothing_more
     let again: Value = again.json().await.unwrap();
     assert_eq!(first["id"], again["id"]);
 
+    // The same order number for a different amount is not a replay: refused, nothing granted.
+    let changed = app
+        .admin_post(&path, json!({"source": "order_pay", "amount": 500, "order_no": "ORD-7"}))
+        .await;
+    assert_eq!(changed.status(), 409);
+    let problem: Value = changed.json().await.unwrap();
+    assert_eq!(problem["code"], "order_conflict");
+    assert_eq!(problem["granted"], 300);
+
     let credits: Value = app.user_get(&user, "/v1/credits").await.json().await.unwrap();
     assert_eq!(credits["balance"], 300);
 
@@ -82,6 +91,9 @@ async fn invalid_grants_are_refused_with_every_failing_field_and_change_nothing(
     for (body, fields) in [
         (json!({"source": "system_add", "amount": 0}), vec!["amount"]),
         (json!({"source": "system_add", "amount": -5}), vec!["amount"]),
+        // Sums of a user's grants must not overflow.
+        (json!({"source": "system_add", "amount": i64::MAX}), vec!["amount"]),
+        (json!({"source": "order_pay", "amount": 10, "order_no": "ORD\u{0}1"}), vec!["order_no"]),
         (json!({"source": "lottery", "amount": 10}), vec!["source"]),
         (json!({"source": "lottery", "amount": -1}), vec!["source", "amount"]),
         (json!({"source": "order_pay", "amount": 10}), vec!["order_no"]),
@@ -155,11 +167,19 @@ async fn missing_malformed_wrong_and_revoked_keys_get_401_problems() {
             .await
             .unwrap(),
     );
-    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE user_id = $1::uuid")
-        .bind(&user.id)
-        .execute(&app.pool)
+    // A key that worked, then revoked by an operator.
+    assert_eq!(app.http.get(&url).bearer_auth(&user.key).send().await.unwrap().status(), 200);
+    let keys: Value =
+        app.admin_get(&format!("/admin/users/{}/api-keys", user.id)).await.json().await.unwrap();
+    let key_id = keys["data"][0]["id"].as_str().unwrap();
+    let revoked = app
+        .http
+        .delete(format!("{}/admin/users/{}/api-keys/{key_id}", app.api_url, user.id))
+        .bearer_auth(gengate_tests::ADMIN_TOKEN)
+        .send()
         .await
         .unwrap();
+    assert_eq!(revoked.status(), 200);
     attempts.push(app.http.get(&url).bearer_auth(&user.key).send().await.unwrap());
 
     for (i, response) in attempts.into_iter().enumerate() {
@@ -168,6 +188,38 @@ async fn missing_malformed_wrong_and_revoked_keys_get_401_problems() {
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["code"], "unauthorized", "attempt {i}");
     }
+}
+
+/// A cursor as the API makes them (nanoseconds since 1970, big-endian, then an id), for a time
+/// the API never handed out.
+fn forged_cursor(nanos: i128) -> String {
+    use base64::Engine;
+    let mut raw = nanos.to_be_bytes().to_vec();
+    raw.extend_from_slice(uuid::Uuid::now_v7().as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+#[tokio::test]
+async fn forged_cursors_of_years_postgresql_cannot_store_answer_422() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user(10).await;
+    // The year -9999: a valid time to the API's clock, out of PostgreSQL's range.
+    let ancient = time::Date::MIN.midnight().assume_utc().unix_timestamp_nanos();
+    for path in ["/v1/generations", "/v1/credits/timeline"] {
+        for nanos in [ancient, -1] {
+            let response =
+                app.user_get(&user, &format!("{path}?cursor={}", forged_cursor(nanos))).await;
+            assert_eq!(response.status(), 422, "{path}");
+            let problem: Value = response.json().await.unwrap();
+            assert_eq!(problem["errors"][0]["field"], "cursor", "{problem}");
+        }
+    }
+    // The summary's bounds are RFC 3339 times, years 0 to 9999, all of which PostgreSQL can
+    // compare with: answered, never a 500.
+    let response = app
+        .user_get(&user, "/v1/credits/summary?from=0001-01-01T00:00:00Z&to=9999-12-31T00:00:00Z")
+        .await;
+    assert_eq!(response.status(), 200);
 }
 
 #[tokio::test]

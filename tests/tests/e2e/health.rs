@@ -7,7 +7,7 @@ use serde_json::Value;
 async fn api_and_worker_report_ready_when_postgres_and_rabbitmq_answer() {
     let app = TestApp::builder().workers(1).spawn().await;
 
-    for base in [app.api_url.clone(), app.workers[0].url.clone()] {
+    for base in [app.api_url.clone(), app.ops_url.clone(), app.workers[0].url.clone()] {
         let response = app.http.get(format!("{base}/readyz")).send().await.unwrap();
         assert_eq!(response.status(), 200, "{base}/readyz");
         let body: Value = response.json().await.unwrap();
@@ -16,10 +16,14 @@ async fn api_and_worker_report_ready_when_postgres_and_rabbitmq_answer() {
 
         let health = app.http.get(format!("{base}/healthz")).send().await.unwrap();
         assert_eq!(health.status(), 200);
+    }
+    // Metrics: on the API's operations listener and the worker's port, never the public API.
+    for base in [app.ops_url.clone(), app.workers[0].url.clone()] {
         let metrics = app.http.get(format!("{base}/metrics")).send().await.unwrap();
         assert_eq!(metrics.status(), 200);
         assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     }
+    assert_eq!(app.get("/metrics").await.status(), 404);
 
     // Both processes declared the topology under the test's prefix.
     let queues = app.broker.topology().all_queues();

@@ -134,6 +134,19 @@ async fn server_errors_past_the_quick_retries_wait_in_the_delay_tiers_then_succe
     assert_eq!(accepted["detail"]["attempt"], 1, "accepted on the second delivery");
 }
 
+/// The audit detail of the transition that failed a generation: what the provider said.
+async fn failure_detail(app: &TestApp, id: &str) -> Value {
+    let admin: Value =
+        app.admin_get(&format!("/admin/generations/{id}")).await.json().await.unwrap();
+    admin["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["to_status"] == "failed")
+        .map(|e| e["detail"].clone())
+        .unwrap_or_else(|| panic!("no failure in {admin}"))
+}
+
 #[tokio::test]
 async fn a_job_the_provider_keeps_refusing_fails_and_is_refunded_after_its_attempts() {
     let app =
@@ -141,11 +154,11 @@ async fn a_job_the_provider_keeps_refusing_fails_and_is_refunded_after_its_attem
     let user = app.create_user(1000).await;
     let id = app.submit_ok(&user, &kling("a cat [[sim:create-retry=100]]")).await;
     let failed = app.wait_for_status(&user, &id, "failed", WAIT).await;
-    assert_eq!(failed["failure"]["code"], "1303");
-    assert!(
-        failed["failure"]["message"].as_str().unwrap().contains("gave up after 2 attempts"),
-        "{failed}"
-    );
+    // The client gets a stable code and gengate's words; the operator, the provider's.
+    assert_eq!(failed["failure"]["code"], "provider_unavailable");
+    let detail = failure_detail(&app, &id).await;
+    assert_eq!(detail["provider_code"], "1303", "{detail}");
+    assert!(detail["message"].as_str().unwrap().contains("gave up after 2 attempts"), "{detail}");
     assert_eq!(failed["charged"], 0);
     assert_eq!(balance(&app, &user).await, 1000);
     assert_eq!(tasks_for(&app, &id), 0);
@@ -164,9 +177,13 @@ async fn a_permanent_provider_error_fails_the_job_with_the_providers_code_and_re
         .await;
     let kling_failed = app.wait_for_status(&user, &kling_id, "failed", WAIT).await;
     let kie_failed = app.wait_for_status(&user, &kie_id, "failed", WAIT).await;
-    assert_eq!(kling_failed["failure"]["code"], "1201");
-    assert_eq!(kie_failed["failure"]["code"], "422");
-    assert!(!kling_failed["failure"]["message"].as_str().unwrap().is_empty());
+    for failed in [&kling_failed, &kie_failed] {
+        assert_eq!(failed["failure"]["code"], "request_rejected");
+        assert_eq!(failed["failure"]["message"], "the provider refused this request");
+    }
+    assert_eq!(failure_detail(&app, &kling_id).await["provider_code"], "1201");
+    assert_eq!(failure_detail(&app, &kie_id).await["provider_code"], "422");
+    assert!(!failure_detail(&app, &kling_id).await["message"].as_str().unwrap().is_empty());
     assert_eq!(balance(&app, &user).await, 1000);
     let report = ledger::reconcile(&app.pool, None).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.mismatches);

@@ -9,6 +9,7 @@ mod jobs;
 mod lifecycle;
 mod operations;
 mod providers;
+
 mod serial;
 mod settlement;
 mod simulator;

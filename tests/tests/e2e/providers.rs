@@ -534,3 +534,43 @@ async fn simulator_callbacks_parse_bare_wrapped_and_signed() {
     let polled = up.until_terminal(ProviderKind::Kie, &task_ref(&request, &task_id)).await;
     assert_eq!(&polled.state, &update.state);
 }
+
+/// A "provider" that answers every query with `size` bytes of a JSON string, and counts what it
+/// was asked.
+async fn start_oversized_provider(size: usize) -> String {
+    let app = Router::new().fallback(move || async move {
+        let body = format!("{{\"code\":200,\"msg\":\"{}\"}}", "x".repeat(size));
+        ([("content-type", "application/json")], body)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_the_limit_is_not_read_and_is_retryable() {
+    gengate_shared::install_crypto_provider();
+    let base = start_oversized_provider(5 * 1024 * 1024).await;
+    let mut settings = settings(&base, None, Some("sim-kie-api-key"), 5000);
+    settings.kie.limits.max_response_bytes = 64 * 1024;
+    let registry = Registry::from_settings(&settings).expect("clients");
+    let task = TaskRef {
+        mode: Mode::Text2Video,
+        provider_model: "sora-2".to_owned(),
+        remote_task_id: "t1".to_owned(),
+    };
+    let answer = registry.get(ProviderKind::Kie).unwrap().query_task(&task).await;
+    assert!(
+        matches!(&answer, Err(ProviderError::Retryable { code, .. }) if code == "response_too_large"),
+        "{answer:?}"
+    );
+    // Within the limit, the same provider's answer is read (and found wanting for other reasons).
+    settings.kie.limits.max_response_bytes = 8 * 1024 * 1024;
+    let registry = Registry::from_settings(&settings).expect("clients");
+    let answer = registry.get(ProviderKind::Kie).unwrap().query_task(&task).await;
+    assert!(
+        !matches!(&answer, Err(ProviderError::Retryable { code, .. }) if code == "response_too_large"),
+        "{answer:?}"
+    );
+}

@@ -11,8 +11,9 @@ use futures_util::future::join_all;
 use gengate_shared::config::Settings;
 use gengate_shared::queue::{Broker, WorkQueue};
 use gengate_tests::harness::eventually;
-use gengate_tests::sim::{Outcome, Rates, SimConfig, TaskView};
-use gengate_tests::{INTERNAL_TOKEN, TestApp, TestAppBuilder, TestUser};
+use gengate_tests::requests::{KLING_COST, SORA_COST, kling, sora};
+use gengate_tests::sim::{FAILURE_MESSAGE, Outcome, Rates, SimConfig, TaskView};
+use gengate_tests::{INTERNAL_TOKEN, TestApp, TestUser};
 use gengate_worker::context::WorkerContext;
 use gengate_worker::sweeper::sweep;
 use reqwest::StatusCode;
@@ -21,40 +22,12 @@ use tokio::sync::Semaphore;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `sora-2` (kie.ai), text2video, its defaults (10 s, 16:9): 30 × 2 × 1.2.
-const SORA_COST: i64 = 72;
-/// `kling-v1-6-pro` (Kling direct), text2video, its defaults (5 s, 16:9): 35 × 1 × 1.2.
-const KLING_COST: i64 = 42;
-
-fn sora(prompt: &str) -> Value {
-    json!({"model": "sora-2", "mode": "text2video", "prompt": prompt})
-}
-
-fn kling(prompt: &str) -> Value {
-    json!({"model": "kling-v1-6-pro", "mode": "text2video", "prompt": prompt})
-}
-
-/// A stack whose first poll comes only after a minute, so that within a test only a webhook can
-/// settle a job. (A poll delay is capped at the longest delay tier, hence the extra tier.)
-fn webhook_only() -> TestAppBuilder {
-    TestApp::builder()
-        .env("GENGATE__WORKER__POLL_INTERVALS_MS", "60000,60000")
-        .env("GENGATE__AMQP__DELAY_TIERS_MS", "1000,2000,5000,60000")
-}
-
 /// `(balance, debt)` as the user sees them.
 async fn credits(app: &TestApp, user: &TestUser) -> (i64, i64) {
     let response = app.user_get(user, "/v1/credits").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("credits JSON");
     (body["balance"].as_i64().expect("balance"), body["debt"].as_i64().expect("debt"))
-}
-
-/// The operator's view: the generation with its whole ledger and audit log.
-async fn admin_generation(app: &TestApp, id: &str) -> Value {
-    let response = app.admin_get(&format!("/admin/generations/{id}")).await;
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("admin generation JSON")
 }
 
 fn events(generation: &Value) -> Vec<Value> {
@@ -90,23 +63,6 @@ async fn video_rows(app: &TestApp, id: &str) -> i64 {
         .fetch_one(&app.pool)
         .await
         .expect("count videos")
-}
-
-async fn assert_reconciled(app: &TestApp) {
-    let report = gengate_shared::ledger::reconcile(&app.pool, None).await.expect("reconcile");
-    assert!(report.is_clean(), "the ledger does not reconcile: {:?}", report.mismatches);
-}
-
-/// The simulator's task of a generation (Kling: by `external_task_id`; kie: by the generation id
-/// in its callback URL), once the worker created it.
-async fn task_of(app: &TestApp, id: &str) -> TaskView {
-    eventually(&format!("the provider task of {id}"), WAIT, || async {
-        app.sim.tasks().into_iter().find(|task| {
-            task.external_task_id.as_deref() == Some(id)
-                || task.callback_url.as_deref().is_some_and(|url| url.contains(id))
-        })
-    })
-    .await
 }
 
 /// Waits until the simulator's task reports `state`.
@@ -183,10 +139,6 @@ async fn post_raw(app: &TestApp, url: &str, body: impl Into<reqwest::Body>) -> S
         .status()
 }
 
-async fn post_json(app: &TestApp, url: &str, body: &Value) -> StatusCode {
-    post_raw(app, url, body.to_string()).await
-}
-
 async fn report_failure(app: &TestApp, id: &str, reason: &str) -> StatusCode {
     app.http
         .post(format!("{}/api/generation/handle-failure", app.api_url))
@@ -198,18 +150,9 @@ async fn report_failure(app: &TestApp, id: &str, reason: &str) -> StatusCode {
         .status()
 }
 
-/// Waits until the generation's audit log has more than `count` rows, and returns the view.
-async fn events_beyond(app: &TestApp, id: &str, count: usize) -> Value {
-    eventually(&format!("more than {count} events of {id}"), WAIT, || async {
-        let generation = admin_generation(app, id).await;
-        (events(&generation).len() > count).then_some(generation)
-    })
-    .await
-}
-
 /// Asserts a completed, charged-once generation: `cost` charged, one completion, one video.
 async fn assert_charged_once(app: &TestApp, id: &str, cost: i64) -> Value {
-    let generation = admin_generation(app, id).await;
+    let generation = app.admin_generation(id).await;
     assert_eq!(generation["status"], "completed", "{generation}");
     assert_eq!(generation["charged"], cost, "{generation}");
     assert_eq!(count_to(&generation, "completed"), 1, "{:?}", transitions(&generation));
@@ -228,7 +171,7 @@ async fn assert_charged_once(app: &TestApp, id: &str, cost: i64) -> Value {
 
 #[tokio::test]
 async fn a_kie_job_completes_by_webhook_and_is_charged_once() {
-    let app = webhook_only().workers(1).spawn().await;
+    let app = TestApp::builder().webhook_only().workers(1).spawn().await;
     let user = app.create_user(1000).await;
     let id = app.submit_ok(&user, &sora("a lighthouse at dusk")).await;
 
@@ -236,11 +179,11 @@ async fn a_kie_job_completes_by_webhook_and_is_charged_once() {
     assert_eq!(done["cost"], SORA_COST);
     assert_eq!(done["charged"], SORA_COST);
     assert!(done["failure"].is_null());
-    let task = task_of(&app, &id).await;
+    let task = app.sim_task(&id).await;
     let url = done["result"]["videos"][0]["url"].as_str().unwrap();
     assert_eq!(url, format!("{}/files/{}.mp4", app.sim.url(), task.task_id));
 
-    let generation = admin_generation(&app, &id).await;
+    let generation = app.admin_generation(&id).await;
     let expected = [
         ("", "queued", "submit"),
         ("queued", "submitted", "provider_accepted"),
@@ -251,24 +194,24 @@ async fn a_kie_job_completes_by_webhook_and_is_charged_once() {
     assert!(task.callbacks.iter().any(|c| c.status == "success" && c.delivered()));
     assert_charged_once(&app, &id, SORA_COST).await;
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
 async fn a_kling_job_completes_by_webhook_and_is_charged_once() {
-    let app = webhook_only().workers(1).spawn().await;
+    let app = TestApp::builder().webhook_only().workers(1).spawn().await;
     let user = app.create_user(1000).await;
     let id = app.submit_ok(&user, &kling("a fox in the snow")).await;
 
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(done["charged"], KLING_COST);
-    let task = task_of(&app, &id).await;
+    let task = app.sim_task(&id).await;
     assert!(task.callbacks.iter().any(|c| c.status == "succeed" && c.delivered()));
     let generation = assert_charged_once(&app, &id, KLING_COST).await;
     let (_, _, cause) = transitions(&generation).pop().unwrap();
     assert_eq!(cause, "webhook");
     assert_eq!(credits(&app, &user).await, (1000 - KLING_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -279,41 +222,42 @@ async fn a_job_without_callbacks_completes_by_polling() {
 
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(done["charged"], SORA_COST);
-    let task = task_of(&app, &id).await;
+    let task = app.sim_task(&id).await;
     assert_eq!(task.callbacks_queued, 0);
     assert!(task.callbacks.is_empty());
     let generation = assert_charged_once(&app, &id, SORA_COST).await;
     let (from, _, cause) = transitions(&generation).pop().unwrap();
     assert_eq!((from.as_str(), cause.as_str()), ("submitted", "poll"));
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
 async fn a_failure_by_webhook_fails_the_job_and_gives_the_credits_back() {
-    let app = webhook_only().workers(1).spawn().await;
+    let app = TestApp::builder().webhook_only().workers(1).spawn().await;
     let user = app.create_user(1000).await;
     let kie = app.submit_ok(&user, &sora("doomed [[sim:fail]]")).await;
     let kling_id = app.submit_ok(&user, &kling("doomed [[sim:fail]]")).await;
 
+    // The client is told a stable code in gengate's words; the provider's own stay in the log.
     let failed = app.wait_for_status(&user, &kie, "failed", WAIT).await;
     assert_eq!(failed["charged"], 0);
-    assert_eq!(failed["failure"]["code"], "501");
-    assert_eq!(
-        failed["failure"]["message"],
-        "simulated failure: the generation did not pass review"
-    );
+    assert_eq!(failed["failure"]["code"], "generation_failed");
+    assert_eq!(failed["failure"]["message"], "the provider could not generate this request");
     assert!(failed["result"].is_null());
     let failed = app.wait_for_status(&user, &kling_id, "failed", WAIT).await;
     assert_eq!(failed["charged"], 0);
-    assert_eq!(failed["failure"]["code"], "failed");
-    assert_eq!(
-        failed["failure"]["message"],
-        "simulated failure: the generation did not pass review"
-    );
+    assert_eq!(failed["failure"]["code"], "generation_failed");
+    for (id, provider_code) in [(&kie, "501"), (&kling_id, "failed")] {
+        let generation = app.admin_generation(id).await;
+        let failure = events(&generation).into_iter().find(|e| e["to_status"] == "failed").unwrap();
+        assert_eq!(failure["detail"]["provider_code"], provider_code, "{failure}");
+        assert_eq!(failure["detail"]["message"], FAILURE_MESSAGE, "{failure}");
+        assert_eq!(failure["detail"]["confirmed_by"], "query", "{failure}");
+    }
 
     for id in [&kie, &kling_id] {
-        let generation = admin_generation(&app, id).await;
+        let generation = app.admin_generation(id).await;
         let (from, to, cause) = transitions(&generation).pop().unwrap();
         assert_eq!(
             (from.as_str(), to.as_str(), cause.as_str()),
@@ -329,7 +273,7 @@ async fn a_failure_by_webhook_fails_the_job_and_gives_the_credits_back() {
         assert_eq!(video_rows(&app, id).await, 0);
     }
     assert_eq!(credits(&app, &user).await, (1000, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,12 +281,12 @@ async fn a_failure_by_webhook_fails_the_job_and_gives_the_credits_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_success_delivered_five_times_at_once_settles_once() {
-    let app = webhook_only().workers(2).spawn().await;
+    let app = TestApp::builder().webhook_only().workers(2).spawn().await;
     let user = app.create_user(1000).await;
     // The provider never calls back by itself: the test delivers its success, five times at once.
     let id = app.submit_ok(&user, &sora("echo [[sim:no-callback]]")).await;
     app.wait_for_status(&user, &id, "submitted", WAIT).await;
-    let task = task_of(&app, &id).await;
+    let task = app.sim_task(&id).await;
     task_in_state(&app, &task.task_id, "success").await;
     let body = kie_success(&kie_record(&app, &task.task_id).await).to_string();
     let url = task.callback_url.clone().unwrap();
@@ -353,7 +297,7 @@ async fn the_same_success_delivered_five_times_at_once_settles_once() {
     app.wait_for_status(&user, &id, "completed", WAIT).await;
     // Every copy reaches the audit log; only one of them moves the generation.
     let generation = eventually("five webhook rows in the audit log", WAIT, || async {
-        let generation = admin_generation(&app, &id).await;
+        let generation = app.admin_generation(&id).await;
         let rows = events(&generation).iter().filter(|e| e["cause"] == "webhook").count();
         (rows >= 5).then_some(generation)
     })
@@ -362,16 +306,16 @@ async fn the_same_success_delivered_five_times_at_once_settles_once() {
     assert_eq!(webhook_rows, 5, "{:?}", events(&generation));
     assert_charged_once(&app, &id, SORA_COST).await;
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_duplicated_kling_callback_and_replays_of_it_settle_once() {
-    let app = webhook_only().workers(2).spawn().await;
+    let app = TestApp::builder().webhook_only().workers(2).spawn().await;
     let user = app.create_user(1000).await;
     let id = app.submit_ok(&user, &kling("twice [[sim:dup-callback]]")).await;
     app.wait_for_status(&user, &id, "completed", WAIT).await;
-    let task = task_of(&app, &id).await;
+    let task = app.sim_task(&id).await;
     let task = eventually("three delivered success callbacks", WAIT, || async {
         let task = app.sim.task(&task.task_id)?;
         let delivered = task.callbacks.iter().filter(|c| c.status == "succeed" && c.delivered());
@@ -383,12 +327,12 @@ async fn a_duplicated_kling_callback_and_replays_of_it_settle_once() {
     let body = kling_object(&app, &task).await;
     assert_eq!(body["task_status"], "succeed");
     let url = task.callback_url.clone().unwrap();
-    let answers = join_all((0..5).map(|_| post_json(&app, &url, &body))).await;
+    let answers = join_all((0..5).map(|_| app.post_json(&url, &body))).await;
     assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
 
-    let before = events(&admin_generation(&app, &id).await).len();
+    let before = events(&app.admin_generation(&id).await).len();
     eventually("the replays in the audit log", WAIT, || async {
-        let generation = admin_generation(&app, &id).await;
+        let generation = app.admin_generation(&id).await;
         let succeed_rows = events(&generation)
             .iter()
             .filter(|e| e["cause"] == "webhook" && e["to_status"].is_null())
@@ -398,7 +342,7 @@ async fn a_duplicated_kling_callback_and_replays_of_it_settle_once() {
     .await;
     assert_charged_once(&app, &id, KLING_COST).await;
     assert_eq!(credits(&app, &user).await, (1000 - KLING_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -430,7 +374,7 @@ async fn a_failure_then_a_success_completes_and_charges_once() {
     );
     assert_restored(&generation, SORA_COST);
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 /// The reservation voided by the refund, and the restore charged again as new live entries.
@@ -458,7 +402,7 @@ async fn a_reported_failure_then_a_success_completes_and_charges_once() {
     let failed = app.wait_for_status(&user, &id, "failed", WAIT).await;
     assert_eq!(failed["charged"], 0);
     assert_eq!(failed["failure"]["code"], "polling_failed");
-    assert_eq!(failed["failure"]["message"], "the poller gave up");
+    assert_eq!(failed["failure"]["message"], "the job was reported failed");
     assert_eq!(credits(&app, &user).await, (1000, 0));
     // Reporting it again changes nothing.
     assert_eq!(report_failure(&app, &id, "the poller gave up").await, 202);
@@ -482,7 +426,7 @@ async fn a_reported_failure_then_a_success_completes_and_charges_once() {
         ledger(&generation)
     );
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 
     // Unknown generations, malformed reports and missing credentials are refused.
     let unknown = uuid::Uuid::now_v7().to_string();
@@ -520,7 +464,7 @@ async fn a_duplicated_failure_then_duplicated_success_refunds_once_and_restores_
         assert_restored(&generation, cost);
     }
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST - KLING_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -546,7 +490,7 @@ async fn callbacks_that_arrive_before_the_submission_is_recorded_settle_right() 
     for id in [&ok, &failed, &back] {
         // Exactly one upstream task each, and the operator can see which.
         let tasks = app.sim.tasks();
-        let task = task_of(&app, id).await;
+        let task = app.sim_task(id).await;
         assert_eq!(tasks.iter().filter(|t| t.task_id == task.task_id).count(), 1);
         let remote: Option<String> =
             sqlx::query_scalar("SELECT remote_task_id FROM generations WHERE id = $1::uuid")
@@ -557,7 +501,7 @@ async fn callbacks_that_arrive_before_the_submission_is_recorded_settle_right() 
         assert_eq!(remote.as_deref(), Some(task.task_id.as_str()), "generation {id}");
     }
     assert_eq!(credits(&app, &user).await, (1000 - 2 * KLING_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,7 +524,7 @@ async fn a_restore_after_the_credits_were_spent_becomes_debt_until_a_grant_pays_
     assert_eq!(first_job["charged"], SORA_COST, "the charge stands, as debt");
     assert_eq!(credits(&app, &user).await, (0, SORA_COST));
 
-    let generation = admin_generation(&app, &first).await;
+    let generation = app.admin_generation(&first).await;
     let entries = ledger(&generation);
     let debt_entries: Vec<&Value> =
         entries.iter().filter(|e| e["voided_at"].is_null() && e["grant_id"].is_null()).collect();
@@ -593,7 +537,7 @@ async fn a_restore_after_the_credits_were_spent_becomes_debt_until_a_grant_pays_
         "{:?}",
         events(&generation)
     );
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 
     // While the debt is open, nothing new is accepted.
     let refused = app.submit(&user, &kling("one more")).await;
@@ -615,8 +559,8 @@ async fn a_restore_after_the_credits_were_spent_becomes_debt_until_a_grant_pays_
     assert_eq!(credits(&app, &user).await, (100 - SORA_COST, 0));
     app.submit_ok(&user, &json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": "ok"}))
         .await;
-    assert_eq!(admin_generation(&app, &second).await["charged"], SORA_COST);
-    assert_reconciled(&app).await;
+    assert_eq!(app.admin_generation(&second).await["charged"], SORA_COST);
+    app.assert_reconciled().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -628,20 +572,20 @@ async fn a_failure_after_completion_changes_nothing() {
     let user = app.create_user(1000).await;
     let id = app.submit_ok(&user, &sora("done deal")).await;
     app.wait_for_status(&user, &id, "completed", WAIT).await;
-    let task = task_of(&app, &id).await;
-    let before = admin_generation(&app, &id).await;
+    let task = app.sim_task(&id).await;
+    let before = app.admin_generation(&id).await;
     let seen = events(&before).len();
 
     let url = task.callback_url.clone().unwrap();
-    assert_eq!(post_json(&app, &url, &kie_failure(&task.task_id)).await, 200);
-    let after = events_beyond(&app, &id, seen).await;
+    assert_eq!(app.post_json(&url, &kie_failure(&task.task_id)).await, 200);
+    let after = app.events_beyond(&id, seen).await;
     let recorded = &events(&after)[seen];
     assert_eq!(recorded["cause"], "webhook");
     assert!(recorded["to_status"].is_null(), "recorded, not applied: {recorded}");
     assert_eq!(recorded["from_status"], "completed");
 
     assert_eq!(report_failure(&app, &id, "too late").await, 202);
-    let after = events_beyond(&app, &id, seen + 1).await;
+    let after = app.events_beyond(&id, seen + 1).await;
     assert_eq!(events(&after)[seen + 1]["cause"], "handle_failure");
     assert!(events(&after)[seen + 1]["to_status"].is_null());
 
@@ -651,7 +595,7 @@ async fn a_failure_after_completion_changes_nothing() {
     assert_eq!(after["ledger"], before["ledger"]);
     assert_charged_once(&app, &id, SORA_COST).await;
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -667,16 +611,16 @@ async fn forged_or_malformed_webhooks_are_refused_and_change_nothing() {
     for id in [&id, &other, &kling_id] {
         app.wait_for_status(&user, id, "submitted", WAIT).await;
     }
-    let task = task_of(&app, &id).await;
-    let kling_task = task_of(&app, &kling_id).await;
+    let task = app.sim_task(&id).await;
+    let kling_task = app.sim_task(&kling_id).await;
     let url = task.callback_url.clone().unwrap();
     let token = token_of(&url);
-    let other_token = token_of(&task_of(&app, &other).await.callback_url.unwrap());
+    let other_token = token_of(&app.sim_task(&other).await.callback_url.unwrap());
     let kling_url = kling_task.callback_url.clone().unwrap();
     let base = format!("{}/api/generation/webhook", app.api_url);
 
-    let before = admin_generation(&app, &id).await;
-    let kling_before = admin_generation(&app, &kling_id).await;
+    let before = app.admin_generation(&id).await;
+    let kling_before = app.admin_generation(&kling_id).await;
     let balance_before = credits(&app, &user).await;
 
     let good_body = kie_success_with_url(&task.task_id, "https://files.kie.ai/v/1.mp4");
@@ -694,7 +638,7 @@ async fn forged_or_malformed_webhooks_are_refused_and_change_nothing() {
         (format!("{}/kling/callback/{kling_id}", app.api_url), "kling without token"),
     ];
     for (forged, what) in &unauthorized {
-        let status = post_json(&app, forged, &good_body).await;
+        let status = app.post_json(forged, &good_body).await;
         assert_eq!(status, 401, "{what}: {forged}");
     }
 
@@ -716,20 +660,20 @@ async fn forged_or_malformed_webhooks_are_refused_and_change_nothing() {
     ];
     for (bad, what) in bad_urls {
         let body = kie_success_with_url(&task.task_id, bad);
-        assert_eq!(post_json(&app, &url, &body).await, 400, "{what}: {bad}");
+        assert_eq!(app.post_json(&url, &body).await, 400, "{what}: {bad}");
     }
     // Several results: one bad one spoils the lot.
     let mixed = kie_success(&json!({
         "taskId": task.task_id, "state": "success",
         "resultJson": json!({"resultUrls": ["https://files.kie.ai/ok.mp4", "https://evilkie.ai/x.mp4"]}).to_string(),
     }));
-    assert_eq!(post_json(&app, &url, &mixed).await, 400, "one bad URL among good ones");
+    assert_eq!(app.post_json(&url, &mixed).await, 400, "one bad URL among good ones");
     // The Kling ingress applies the same allowlist.
     let mut kling_body = kling_object(&app, &kling_task).await;
     kling_body["task_status"] = json!("succeed");
     kling_body["task_result"] =
         json!({"videos": [{"id": "v", "url": "https://kie.ai.evil.com/v.mp4", "duration": "5"}]});
-    assert_eq!(post_json(&app, &kling_url, &kling_body).await, 400, "Kling look-alike host");
+    assert_eq!(app.post_json(&kling_url, &kling_body).await, 400, "Kling look-alike host");
 
     let unparsable: [(&str, &str); 7] = [
         ("not json", "not JSON"),
@@ -751,33 +695,33 @@ async fn forged_or_malformed_webhooks_are_refused_and_change_nothing() {
     // Bodies over `webhook.max_body_bytes` (64 KiB by default) are not read.
     let mut huge = kie_success_with_url(&task.task_id, "https://files.kie.ai/v/1.mp4");
     huge["data"]["padding"] = json!("x".repeat(70 * 1024));
-    assert_eq!(post_json(&app, &url, &huge).await, 413, "oversized body");
+    assert_eq!(app.post_json(&url, &huge).await, 413, "oversized body");
     let enveloped_error = json!({"code": 1201, "message": "bad", "data": {"task_id": kling_task.task_id, "task_status": "succeed"}});
-    assert_eq!(post_json(&app, &kling_url, &enveloped_error).await, 400, "Kling error envelope");
+    assert_eq!(app.post_json(&kling_url, &enveloped_error).await, 400, "Kling error envelope");
 
     // A well-formed, allowlisted success with the right token is accepted as a hint; the provider
     // says the task still runs, so it is recorded and nothing moves. Once it is in the audit log,
     // everything sent before it has been answered and nothing else was queued.
-    assert_eq!(post_json(&app, &url, &good_body).await, 200);
-    let after = events_beyond(&app, &id, events(&before).len()).await;
+    assert_eq!(app.post_json(&url, &good_body).await, 200);
+    let after = app.events_beyond(&id, events(&before).len()).await;
     let new_events = &events(&after)[events(&before).len()..];
     assert_eq!(new_events.len(), 1, "{new_events:?}");
     assert_eq!(new_events[0]["cause"], "webhook");
     assert!(new_events[0]["to_status"].is_null());
     assert_eq!(
         new_events[0]["detail"]["ignored"],
-        "the webhook said success, the provider says still running"
+        "the webhook said success, the provider says running"
     );
     // With the right token, a failure that names another task is recorded and ignored too.
-    let elsewhere = kie_failure(&task_of(&app, &other).await.task_id);
-    assert_eq!(post_json(&app, &url, &elsewhere).await, 200);
-    let after = events_beyond(&app, &id, events(&before).len() + 1).await;
+    let elsewhere = kie_failure(&app.sim_task(&other).await.task_id);
+    assert_eq!(app.post_json(&url, &elsewhere).await, 200);
+    let after = app.events_beyond(&id, events(&before).len() + 1).await;
     let last = events(&after).last().unwrap().clone();
     assert_eq!(last["detail"]["ignored"], "the update names another task", "{last}");
     assert!(last["to_status"].is_null());
 
     for (before, id) in [(&before, &id), (&kling_before, &kling_id)] {
-        let mut after = admin_generation(&app, id).await;
+        let mut after = app.admin_generation(id).await;
         let mut before = before.clone();
         for view in [&mut before, &mut after] {
             view.as_object_mut().unwrap().remove("events");
@@ -786,11 +730,11 @@ async fn forged_or_malformed_webhooks_are_refused_and_change_nothing() {
         assert_eq!(after, before, "generation {id} changed");
         assert_eq!(after["status"], "submitted");
     }
-    assert_eq!(events(&admin_generation(&app, &kling_id).await).len(), events(&kling_before).len());
-    assert_eq!(admin_generation(&app, &other).await["status"], "submitted");
+    assert_eq!(events(&app.admin_generation(&kling_id).await).len(), events(&kling_before).len());
+    assert_eq!(app.admin_generation(&other).await["status"], "submitted");
     assert_eq!(credits(&app, &user).await, balance_before);
     assert_eq!(video_rows(&app, &id).await, 0);
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -823,7 +767,7 @@ async fn a_job_past_its_deadline_fails_and_a_late_success_restores_it() {
         assert_eq!(failed["charged"], 0);
     }
     assert_eq!(credits(&app, &user).await, (1000, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 
     // The slow one finishes upstream after all: the late success restores the charge.
     let done = app.wait_for_status(&user, &late, "completed", WAIT).await;
@@ -837,25 +781,22 @@ async fn a_job_past_its_deadline_fails_and_a_late_success_restores_it() {
 
     // The stuck one: a success callback with its right token is only a hint. The provider still
     // reports it running, so nothing moves.
-    let task = task_of(&app, &stuck).await;
-    let seen = events(&admin_generation(&app, &stuck).await).len();
+    let task = app.sim_task(&stuck).await;
+    let seen = events(&app.admin_generation(&stuck).await).len();
     let claim = kie_success_with_url(&task.task_id, &format!("{}/files/x.mp4", app.sim.url()));
-    assert_eq!(post_json(&app, task.callback_url.as_deref().unwrap(), &claim).await, 200);
-    let generation = events_beyond(&app, &stuck, seen).await;
+    assert_eq!(app.post_json(task.callback_url.as_deref().unwrap(), &claim).await, 200);
+    let generation = app.events_beyond(&stuck, seen).await;
     assert_eq!(generation["status"], "failed");
     assert_eq!(generation["charged"], 0);
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
 async fn a_never_finishing_job_restores_when_the_provider_finally_reports_success() {
-    // The provider's word is trusted as sent here (no confirming query), so a success callback
-    // for the task that never finished is the provider finally reporting it.
     let app = TestApp::builder()
         .workers(1)
         .env("GENGATE__MODELS__SORA-2__DEADLINE_SECONDS", "3")
-        .env("GENGATE__WORKER__CONFIRM_WEBHOOKS_BY_QUERY", "false")
         .spawn()
         .await;
     let user = app.create_user(1000).await;
@@ -864,16 +805,16 @@ async fn a_never_finishing_job_restores_when_the_provider_finally_reports_succes
     assert_eq!(failed["failure"]["code"], "deadline_exceeded");
     assert_eq!(credits(&app, &user).await, (1000, 0));
 
-    let task = task_of(&app, &id).await;
+    // Long after the deadline, the provider finishes the task after all (and calls back).
+    let task = app.sim_task(&id).await;
     let file = format!("{}/files/{}.mp4", app.sim.url(), task.task_id);
-    let success = kie_success_with_url(&task.task_id, &file);
-    assert_eq!(post_json(&app, task.callback_url.as_deref().unwrap(), &success).await, 200);
+    assert!(app.sim.finish(&task.task_id, Outcome::Succeed));
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(done["result"]["videos"][0]["url"], file.as_str());
     let generation = assert_charged_once(&app, &id, SORA_COST).await;
     assert_restored(&generation, SORA_COST);
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -881,7 +822,8 @@ async fn a_never_finishing_job_restores_when_the_provider_finally_reports_succes
 
 #[tokio::test]
 async fn a_webhook_that_cannot_be_queued_gets_503_and_the_providers_retry_lands() {
-    let mut app = webhook_only()
+    let mut app = TestApp::builder()
+        .webhook_only()
         .workers(1)
         .simulator(SimConfig {
             callback_attempts: 60,
@@ -898,13 +840,13 @@ async fn a_webhook_that_cannot_be_queued_gets_503_and_the_providers_retry_lands(
     // The API loses RabbitMQ before the provider calls back.
     app.set_env("GENGATE__AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f");
     app.restart_api(true).await;
-    let task = task_of(&app, &id).await;
+    let task = app.sim_task(&id).await;
     eventually("a callback answered 503", WAIT, || async {
         let task = app.sim.task(&task.task_id)?;
         task.callbacks.iter().any(|c| c.http_status == Some(503)).then_some(())
     })
     .await;
-    let generation = admin_generation(&app, &id).await;
+    let generation = app.admin_generation(&id).await;
     assert_eq!(generation["status"], "submitted");
     assert_eq!(generation["charged"], SORA_COST, "still reserved, nothing settled");
 
@@ -920,7 +862,7 @@ async fn a_webhook_that_cannot_be_queued_gets_503_and_the_providers_retry_lands(
     let (_, _, cause) = transitions(&generation).pop().unwrap();
     assert_eq!(cause, "webhook");
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1055,7 +997,7 @@ async fn a_thousand_jobs_with_random_fates_all_end_settled() {
         assert_eq!(generation["charged"], expected, "{generation}");
         *by_status.entry(status).or_default() += 1;
     }
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
     // One completion and one video per completed job, no video for a failed one.
     let odd: Vec<(String, String, i64, i64)> = sqlx::query_as(
         "SELECT g.id::text, g.status,
@@ -1112,9 +1054,9 @@ async fn a_polled_failure_that_later_turns_into_a_success_restores() {
         .await;
 
     let failed = app.wait_for_status(&user, &id, "failed", WAIT).await;
-    assert_eq!(failed["failure"]["code"], "501");
+    assert_eq!(failed["failure"]["code"], "generation_failed");
     assert_eq!(credits(&app, &user).await, (1000, 0));
-    let task = task_of(&app, &id).await;
+    let task = app.sim_task(&id).await;
     task_in_state(&app, &task.task_id, "success").await;
 
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
@@ -1125,7 +1067,7 @@ async fn a_polled_failure_that_later_turns_into_a_success_restores() {
     assert_eq!(moves[3], ("failed".into(), "completed".into(), "poll".into()), "{moves:?}");
     assert_restored(&generation, SORA_COST);
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -1137,12 +1079,12 @@ async fn a_success_whose_result_is_off_the_allowlist_fails_and_refunds() {
 
     for id in [&kie, &kling_id] {
         let failed = app.wait_for_status(&user, id, "failed", WAIT).await;
-        assert_eq!(failed["failure"]["code"], "result_url_rejected", "{failed}");
+        assert_eq!(failed["failure"]["code"], "result_rejected", "{failed}");
         assert_eq!(failed["charged"], 0);
         assert!(failed["result"].is_null());
         assert_eq!(video_rows(&app, id).await, 0);
         // The provider's callbacks carrying it were refused at the door.
-        let task = task_of(&app, id).await;
+        let task = app.sim_task(id).await;
         assert!(
             task.callbacks
                 .iter()
@@ -1152,12 +1094,12 @@ async fn a_success_whose_result_is_off_the_allowlist_fails_and_refunds() {
         );
     }
     assert_eq!(credits(&app, &user).await, (1000, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
 async fn a_success_after_a_cancel_is_recorded_and_not_charged() {
-    let app = webhook_only().workers(1).spawn().await;
+    let app = TestApp::builder().webhook_only().workers(1).spawn().await;
     let user = app.create_user(1000).await;
     let id = app.submit_ok(&user, &sora("never mind [[sim:delay=2000]]")).await;
     app.wait_for_status(&user, &id, "submitted", WAIT).await;
@@ -1165,14 +1107,14 @@ async fn a_success_after_a_cancel_is_recorded_and_not_charged() {
     assert_eq!(canceled.status(), 200);
     assert_eq!(credits(&app, &user).await, (1000, 0));
 
-    let task = task_of(&app, &id).await;
+    let task = app.sim_task(&id).await;
     let task = eventually("the success callback delivered", WAIT, || async {
         let task = app.sim.task(&task.task_id)?;
         task.callbacks.iter().any(|c| c.status == "success" && c.delivered()).then_some(task)
     })
     .await;
     let generation = eventually("the success in the audit log", WAIT, || async {
-        let generation = admin_generation(&app, &id).await;
+        let generation = app.admin_generation(&id).await;
         let recorded =
             events(&generation).iter().any(|e| e["cause"] == "webhook" && e["to_status"].is_null());
         recorded.then_some(generation)
@@ -1185,14 +1127,14 @@ async fn a_success_after_a_cancel_is_recorded_and_not_charged() {
     // A repeat of it, and a failure report, change nothing either.
     let url = task.callback_url.clone().unwrap();
     let body = kie_success(&kie_record(&app, &task.task_id).await);
-    assert_eq!(post_json(&app, &url, &body).await, 200);
+    assert_eq!(app.post_json(&url, &body).await, 200);
     assert_eq!(report_failure(&app, &id, "late").await, 202);
     let seen = events(&generation).len();
-    let generation = events_beyond(&app, &id, seen + 1).await;
+    let generation = app.events_beyond(&id, seen + 1).await;
     assert_eq!(generation["status"], "canceled");
     assert_eq!(generation["charged"], 0);
     assert_eq!(credits(&app, &user).await, (1000, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -1221,12 +1163,12 @@ async fn a_postpaid_job_is_charged_once_on_success_and_never_on_failure() {
         assert_charged_once(&app, id, cost).await;
     }
     assert_eq!(credits(&app, &user).await, (1000 - 2 * cost, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
 async fn a_job_whose_poll_was_lost_is_found_by_the_sweeper() {
-    let app = webhook_only().workers(1).spawn().await;
+    let app = TestApp::builder().webhook_only().workers(1).spawn().await;
     let user = app.create_user(1000).await;
     let id = app.submit_ok(&user, &sora("forgotten [[sim:no-callback]]")).await;
     app.wait_for_status(&user, &id, "submitted", WAIT).await;
@@ -1241,7 +1183,7 @@ async fn a_job_whose_poll_was_lost_is_found_by_the_sweeper() {
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(done["charged"], SORA_COST);
     assert_charged_once(&app, &id, SORA_COST).await;
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1295,5 +1237,5 @@ async fn a_queued_job_past_its_deadline_is_failed_once_however_often_the_sweeper
     assert_eq!(failed["failure"]["code"], "deadline_exceeded", "{failed}");
     assert_eq!(failed["charged"], 0);
     assert_eq!(credits(&app, &user).await, (1000, 0));
-    assert_reconciled(&app).await;
+    app.assert_reconciled().await;
 }

@@ -409,6 +409,12 @@ async fn submits_succeed_while_rabbitmq_is_unreachable_and_are_queued_once_when_
     }
 }
 
+/// The raw body of another cancel, to count its members (a JSON parser keeps only one of two
+/// members of the same name).
+async fn again_text(app: &TestApp, user: &TestUser, path: &str) -> String {
+    app.user_post(user, path, &json!({})).await.text().await.unwrap()
+}
+
 #[tokio::test]
 async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
     let app = TestApp::spawn().await;
@@ -440,7 +446,11 @@ async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
     assert_eq!(again.status(), 409);
     let problem: Value = again.json().await.unwrap();
     assert_eq!(problem["code"], "not_cancelable");
-    assert_eq!(problem["status"], "canceled");
+    // RFC 9457's `status` is the HTTP status; the generation's is an extension of its own.
+    assert_eq!(problem["status"], 409);
+    assert_eq!(problem["generation_status"], "canceled");
+    let raw = again_text(&app, &user, &path).await;
+    assert_eq!(raw.matches("\"status\"").count(), 1, "one `status` member: {raw}");
     assert_eq!(balance(&app, &user).await, 100, "refunded once");
 
     // The cancel is queued for the workers (to cancel upstream), and the audit log has it all.
@@ -462,6 +472,33 @@ async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
     assert_eq!(ledger_rows.len(), 1);
     assert_eq!(ledger_rows[0]["voided_reason"], "canceled");
     assert!(ledger::reconcile(&app.pool, None).await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn an_explicit_null_is_a_missing_field_and_every_refusal_names_its_field() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user(1000).await;
+    for (body, field) in [
+        (json!({"model": "sora-2", "mode": "text2video", "prompt": null}), "prompt"),
+        (json!({"model": null, "mode": "text2video", "prompt": "a cat"}), "model"),
+        (json!({"model": "sora-2", "mode": null, "prompt": "a cat"}), "mode"),
+    ] {
+        let response = app.submit(&user, &body).await;
+        assert_eq!(response.status(), 422, "{body}");
+        let problem: Value = response.json().await.unwrap();
+        let errors = problem["errors"].as_array().unwrap();
+        assert!(!errors.is_empty(), "{problem}");
+        assert!(errors.iter().any(|e| e["field"] == field), "{body}: {problem}");
+    }
+    assert_eq!(count(&app, "generations").await, 0);
+    assert_eq!(balance(&app, &user).await, 1000, "nothing charged");
+    // Null optional fields take their defaults.
+    let body = json!({"model": "sora-2", "mode": "text2video", "prompt": "a cat", "duration": null,
+                      "negative_prompt": null, "metadata": null});
+    let response = app.submit(&user, &body).await;
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["params"]["duration"], 10);
 }
 
 #[tokio::test]

@@ -158,3 +158,88 @@ async fn interleaved_refund_restore_and_confirm_keep_the_books_balanced() {
         sqlx::query_scalar("SELECT sum(debt)::bigint FROM users").fetch_one(&pool).await.unwrap();
     assert_eq!(debt, 0, "there were always enough credits, so nothing became debt");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_postpaid_holds_and_duplicated_settlements_move_each_hold_once() {
+    use gengate_shared::generation::failure::{Failure, FailureKind};
+    use gengate_shared::generation::transitions::Cause;
+    use gengate_shared::generation::{GenerationStatus, settle};
+    use gengate_shared::providers::ResultFile;
+
+    let db = TestDatabase::create().await;
+    let pool = wide_pool(&db).await;
+    let user = fixtures::user(&pool).await;
+    // Two grants: charges later span them.
+    fixtures::grant(&pool, user, 60, None).await;
+    fixtures::grant(&pool, user, 40, None).await;
+    let mut generations = Vec::new();
+    for _ in 0..20 {
+        generations.push(fixtures::generation(&pool, user, 20, "postpaid").await);
+    }
+    // Twenty postpaid submits at once against credits for five.
+    let held = join_all(generations.iter().map(|g| {
+        let (pool, g) = (pool.clone(), *g);
+        tokio::spawn(async move {
+            let outcome: Result<(), LedgerError> =
+                db::transaction!(&pool, LedgerError, |tx| ledger::hold(tx, &g, 20).await?).await;
+            outcome.is_ok()
+        })
+    }))
+    .await;
+    let mut accepted = Vec::new();
+    for (generation, held) in generations.iter().zip(held) {
+        if held.unwrap() {
+            fixtures::set_status(&pool, generation.id, "submitted", None).await;
+            accepted.push(*generation);
+        } else {
+            fixtures::set_status(&pool, generation.id, "failed", None).await;
+        }
+    }
+    assert_eq!(accepted.len(), 5, "holds never promise more than the balance");
+    assert_eq!(balance(&pool, user).await, 100, "a hold draws nothing");
+    let report = ledger::reconcile(&pool, Some(user)).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.mismatches);
+
+    // Each accepted job gets its success five times and, for some, a failure racing them: every
+    // ending applies once, and a success after a failure still charges (once).
+    let files = vec![ResultFile { url: "https://files.kie.ai/v.mp4".into(), duration_s: None }];
+    let deliveries = accepted.iter().enumerate().flat_map(|(i, g)| {
+        let racing_failure = i % 2 == 0;
+        (0..6).filter(move |n| *n < 5 || racing_failure).map(move |n| (*g, n == 5))
+    });
+    let results = join_all(deliveries.map(|(g, is_failure)| {
+        let (pool, files) = (pool.clone(), files.clone());
+        tokio::spawn(async move {
+            let cause = Cause::new(if is_failure { "webhook" } else { "poll" });
+            let outcome: Result<(), LedgerError> = db::transaction!(&pool, LedgerError, |tx| {
+                if is_failure {
+                    let failure = Failure::new(FailureKind::GenerationFailed);
+                    settle::fail(tx, g.id, &[GenerationStatus::Submitted], &cause, &failure)
+                        .await?;
+                } else {
+                    settle::complete(tx, g.id, &cause, &files, None).await?;
+                }
+            })
+            .await;
+            outcome
+        })
+    }))
+    .await;
+    for result in results {
+        result.unwrap().expect("no caller sees an error");
+    }
+    // Every job ended completed (the successes win over the failures) and charged once.
+    let charged: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT g.status, COALESCE(-(SELECT sum(amount) FROM ledger_entries e
+                                     WHERE e.generation_id = g.id AND NOT e.is_voided), 0)::bigint
+         FROM generations g WHERE g.status NOT IN ('failed', 'queued') ORDER BY g.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(charged, vec![("completed".to_owned(), 20); 5]);
+    let credits = ledger::balance(&pool, user).await.unwrap().unwrap();
+    assert_eq!((credits.balance, credits.held, credits.debt), (0, 0, 0));
+    let report = ledger::reconcile(&pool, Some(user)).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.mismatches);
+}

@@ -129,7 +129,10 @@ async fn insufficient_credits_write_nothing_and_say_balance_and_cost() {
     let user = fixtures::user(&pool).await;
     fixtures::grant(&pool, user, 25, None).await;
     let err = fixtures::reserved_generation(&pool, user, 30).await.unwrap_err();
-    assert!(matches!(err, LedgerError::InsufficientCredits { balance: 25, cost: 30 }), "{err:?}");
+    assert!(
+        matches!(err, LedgerError::InsufficientCredits { balance: 25, held: 0, cost: 30 }),
+        "{err:?}"
+    );
     let charges: i64 =
         sqlx::query_scalar("SELECT count(*) FROM ledger_entries WHERE user_id = $1 AND amount < 0")
             .bind(user)
@@ -261,5 +264,5 @@ async fn a_grant_that_is_not_yet_effective_is_not_drawn() {
     db::transaction!(&pool, LedgerError, |tx| ledger::grant(tx, &future).await?).await.unwrap();
     assert_eq!(balance(&pool, user).await, 0);
     let err = fixtures::reserved_generation(&pool, user, 10).await.unwrap_err();
-    assert!(matches!(err, LedgerError::InsufficientCredits { balance: 0, cost: 10 }));
+    assert!(matches!(err, LedgerError::InsufficientCredits { balance: 0, held: 0, cost: 10 }));
 }

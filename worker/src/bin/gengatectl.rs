@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use gengate_shared::accounts::NewUser;
 use gengate_shared::config::Settings;
-use gengate_shared::ids::{GenerationId, UserId};
+use gengate_shared::ids::{ApiKeyId, GenerationId, UserId};
 use gengate_worker::ctl::{self, Refused, admin, dlq, output};
 use time::OffsetDateTime;
 
@@ -188,6 +188,22 @@ enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List a user's API keys (ids, prefixes, last use, revocation; never the keys).
+    List {
+        /// The user.
+        user: UserId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key: every API process refuses it within a second.
+    Revoke {
+        /// The key's id (see `keys list`).
+        key: ApiKeyId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,6 +311,12 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<bool> {
         }
         Command::Keys(KeysCommand::Create { user, name, json }) => {
             admin::create_key(&settings, user, name, json).await?
+        }
+        Command::Keys(KeysCommand::List { user, json }) => {
+            admin::list_keys(&settings, user, json).await?
+        }
+        Command::Keys(KeysCommand::Revoke { key, json }) => {
+            admin::revoke_key(&settings, key, json).await?
         }
         Command::Credits(CreditsCommand::Grant {
             user,

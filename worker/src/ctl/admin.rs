@@ -7,7 +7,7 @@ use gengate_shared::config::Settings;
 use gengate_shared::db;
 use gengate_shared::generation::operator::{self, OperatorOutcome};
 use gengate_shared::generation::store;
-use gengate_shared::ids::{GenerationId, UserId};
+use gengate_shared::ids::{ApiKeyId, GenerationId, UserId};
 use gengate_shared::ledger::{self, GrantSource, LedgerError, NewGrant, TimelineQuery};
 use serde_json::json;
 use sqlx::PgPool;
@@ -54,6 +54,55 @@ pub async fn create_key(
         return output::json(&key);
     }
     println!("API key for user {user} (shown once; only its hash is stored):\n{}", key.key);
+    Ok(())
+}
+
+/// `gengatectl keys list`.
+pub async fn list_keys(settings: &Settings, user: UserId, json: bool) -> anyhow::Result<()> {
+    let pool = connect_db(settings).await?;
+    require_user(&pool, user).await?;
+    let keys = accounts::list_api_keys(&pool, user).await?;
+    if json {
+        return output::json(&keys);
+    }
+    if keys.is_empty() {
+        println!("user {user} has no API keys");
+        return Ok(());
+    }
+    let mut table = Table::new(&["id", "prefix", "name", "created", "last used", "revoked"]);
+    let when = |t: Option<OffsetDateTime>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());
+    for key in keys {
+        table.row(vec![
+            key.id.to_string(),
+            key.prefix,
+            key.name.unwrap_or_default(),
+            key.created_at.to_string(),
+            when(key.last_used_at),
+            when(key.revoked_at),
+        ]);
+    }
+    print!("{}", table.render());
+    Ok(())
+}
+
+/// `gengatectl keys revoke`: the key stops working in every API process within a second.
+pub async fn revoke_key(settings: &Settings, key: ApiKeyId, json: bool) -> anyhow::Result<()> {
+    let pool = connect_db(settings).await?;
+    let revoked = db::transaction!(&pool, sqlx::Error, |tx| {
+        accounts::revoke_api_key(tx, None, key).await?
+    })
+    .await?
+    .ok_or_else(|| Refused(format!("no API key {key}")))?;
+    if json {
+        return output::json(&revoked);
+    }
+    println!(
+        "revoked API key {} ({}) of user {} at {}",
+        revoked.id,
+        revoked.prefix,
+        revoked.user_id,
+        revoked.revoked_at.map(|t| t.to_string()).unwrap_or_default()
+    );
     Ok(())
 }
 

@@ -67,10 +67,11 @@ pub async fn reconcile(
         return Ok(report.is_clean());
     }
     println!(
-        "checked {} grants, {} generations, {} users{}",
+        "checked {} grants, {} generations, {} users, {} postpaid holds{}",
         report.grants,
         report.generations,
         report.users,
+        report.holds,
         user.map(|u| format!(" (user {u})")).unwrap_or_default()
     );
     if report.is_clean() {

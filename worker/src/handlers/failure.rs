@@ -4,12 +4,12 @@
 
 use gengate_shared::db;
 use gengate_shared::generation::GenerationStatus;
+use gengate_shared::generation::failure::{Failure, FailureKind};
 use gengate_shared::generation::settle;
 use gengate_shared::generation::transitions::Cause;
 use gengate_shared::ledger::LedgerError;
 use gengate_shared::queue::Envelope;
 use gengate_shared::queue::envelope::payloads;
-use serde_json::json;
 
 use super::{HandlerError, Outcome};
 use crate::context::WorkerContext;
@@ -24,22 +24,17 @@ pub(super) async fn handle(
             message: "event.failure without cause, code and reason".into(),
         });
     };
-    let kind: &'static str = match failure.cause.as_str() {
-        "deadline" => "deadline",
-        "operator" => "operator",
-        "sweeper" => "sweeper",
-        _ => "handle_failure",
+    let (kind, failure_kind): (&'static str, FailureKind) = match failure.cause.as_str() {
+        "deadline" => ("deadline", FailureKind::DeadlineExceeded),
+        "operator" => ("operator", FailureKind::Operator),
+        "sweeper" => ("sweeper", FailureKind::DeadlineExceeded),
+        _ => ("handle_failure", FailureKind::ReportedFailure),
     };
-    let audit = Cause {
-        kind,
-        message_id: Some(envelope.message_id),
-        detail: Some(json!({"reason": failure.reason})),
-        ..Cause::default()
-    };
+    let audit = Cause { kind, message_id: Some(envelope.message_id), ..Cause::default() };
+    let outcome = Failure::with_detail(failure_kind, failure.reason.clone());
     let from = [GenerationStatus::Queued, GenerationStatus::Submitted];
     let failed = db::transaction!(&ctx.pool, LedgerError, |tx| {
-        settle::fail(tx, envelope.generation_id, &from, &audit, &failure.code, &failure.reason)
-            .await?
+        settle::fail(tx, envelope.generation_id, &from, &audit, &outcome).await?
     })
     .await?;
     if failed.is_some() {

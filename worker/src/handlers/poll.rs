@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use gengate_shared::db;
 use gengate_shared::generation::GenerationStatus;
+use gengate_shared::generation::failure::{Failure, FailureKind};
 use gengate_shared::generation::settle;
 use gengate_shared::ids::GenerationId;
 use gengate_shared::ledger::LedgerError;
@@ -129,17 +130,12 @@ pub(super) async fn handle(
     let mut late = status == GenerationStatus::Failed || provider_failed;
     if status == GenerationStatus::Submitted && now >= job.deadline_at && !provider_failed {
         let audit = cause("deadline", envelope);
-        let message = format!("not finished by the deadline ({})", job.deadline_at);
+        let failure = Failure::with_detail(
+            FailureKind::DeadlineExceeded,
+            format!("not finished by the deadline ({})", job.deadline_at),
+        );
         db::transaction!(&ctx.pool, LedgerError, |tx| {
-            settle::fail(
-                tx,
-                job.id,
-                &[GenerationStatus::Submitted],
-                &audit,
-                "deadline_exceeded",
-                &message,
-            )
-            .await?
+            settle::fail(tx, job.id, &[GenerationStatus::Submitted], &audit, &failure).await?
         })
         .await?;
         tracing::warn!("deadline passed; failed and refunded; polling on for a late success");

@@ -1,21 +1,24 @@
-//! `event.provider_update`: a provider's word on a task (from a webhook or a poll) becomes a
-//! transition, exactly once however often it arrives:
+//! `event.provider_update`: a provider's word on a task becomes a transition, exactly once however
+//! often it arrives:
 //! - success on `submitted` → `completed`, credits confirmed (or charged, postpaid), files kept;
 //! - success on `failed` → `completed`, the refund undone (restore);
-//! - failure on `submitted` → `failed`, refunded; so is a success whose result URL is off the
-//!   allowlist (`result_url_rejected`);
-//! - a terminal update on `queued` (the provider answered before the submission was recorded)
-//!   comes back a few times first, and only then applies to `queued`;
+//! - failure on `submitted` → `failed`, refunded; so is a success whose result URL is refused
+//!   (`result_rejected`) or that has no result (`empty_result`);
 //! - progress → `progress` only; anything on `completed`/`canceled` → the audit log only.
 //!
-//! A webhook's success is a hint: where configured, the task is fetched from the provider first,
-//! and what the provider says then is what counts.
+//! Money moves only on the provider's own answer. An update from a poll is that answer (the
+//! worker asked the provider by the task id it recorded). A webhook is a hint and never evidence:
+//! whatever it says, the task is queried by the id gengate recorded, and only a terminal answer of
+//! that query is applied, with its results, URLs and usage. A job with no recorded task cannot be
+//! settled by a webhook at all; one that arrives before the submission is recorded (a fast
+//! provider) comes back a few times first, then polling takes over.
 
 use std::time::Duration;
 
 use gengate_shared::catalogue::settle_by_usage;
 use gengate_shared::db;
 use gengate_shared::generation::GenerationStatus;
+use gengate_shared::generation::failure::{Failure, FailureKind};
 use gengate_shared::generation::settle;
 use gengate_shared::generation::transitions::{self, Cause};
 use gengate_shared::ledger::LedgerError;
@@ -27,12 +30,16 @@ use serde_json::json;
 use super::{HandlerError, Job, Outcome};
 use crate::context::WorkerContext;
 
-/// A terminal update that arrives before the job's submission is recorded (a fast provider) is
-/// retried this many times: first a second apart (the worker that created the task usually
-/// records it within milliseconds), then five seconds apart, about half a minute in all, for a
-/// provider whose create answer is slow.
+/// A webhook that arrives before the job's submission is recorded (a fast provider) is retried
+/// this many times: first a second apart (the worker that created the task usually records it
+/// within milliseconds), then five seconds apart, about half a minute in all, for a provider
+/// whose create answer is slow.
 const EARLY_UPDATE_RETRIES: u32 = 8;
 const EARLY_UPDATE_QUICK_RETRIES: u32 = 3;
+
+/// A webhook whose confirming query keeps failing (the provider is overloaded) is tried this many
+/// times, 5 s apart; after that polling settles the job.
+const CONFIRM_RETRIES: u32 = 5;
 
 /// When to look again at an update that came before the submission was recorded.
 fn early_update_retry(attempt: u32) -> Outcome {
@@ -42,11 +49,6 @@ fn early_update_retry(attempt: u32) -> Outcome {
         reason: "the submission is not recorded yet".into(),
     }
 }
-
-/// The failure code of a job whose provider put its result off the allowlist.
-const REFUSED_RESULT: &str = "result_url_rejected";
-/// The failure code of a success that came without any result file.
-const EMPTY_RESULT: &str = "empty_result";
 
 pub(super) async fn handle(
     ctx: &WorkerContext,
@@ -65,9 +67,9 @@ pub(super) async fn handle(
             message: "no such generation".into(),
         });
     };
-    let source: &'static str = if event.source == "poll" { "poll" } else { "webhook" };
+    let from_webhook = event.source != "poll";
     let mut audit = Cause {
-        kind: source,
+        kind: if from_webhook { "webhook" } else { "poll" },
         message_id: Some(envelope.message_id),
         payload_digest: event.payload_digest.as_deref().and_then(digest_bytes),
         detail: None,
@@ -85,9 +87,11 @@ pub(super) async fn handle(
     }
 
     match &update.state {
-        TaskState::Queued => Ok(Outcome::Done),
+        TaskState::Queued => return Ok(Outcome::Done),
         TaskState::Running { progress } => {
-            if let Some(progress) = progress {
+            if let Some(progress) = progress
+                && job.remote_task_id.is_some()
+            {
                 sqlx::query(
                     "UPDATE generations SET progress = $2 WHERE id = $1 AND status = 'submitted'",
                 )
@@ -96,156 +100,198 @@ pub(super) async fn handle(
                 .execute(&ctx.pool)
                 .await?;
             }
-            Ok(Outcome::Done)
+            return Ok(Outcome::Done);
         }
         TaskState::Unknown { status } => {
             tracing::warn!(status, "undocumented provider status; treated as still running");
             metrics::counter!("gengate_provider_unknown_status_total", "provider" => job.provider.clone(), "status" => status.clone()).increment(1);
-            Ok(Outcome::Done)
+            return Ok(Outcome::Done);
         }
-        // The provider is faster than our record of the submission: come back shortly, so that
-        // the task id is recorded (and polled) before the job fails, as for a success.
-        TaskState::Failed { .. }
-            if job.status() == GenerationStatus::Queued
-                && envelope.attempt < EARLY_UPDATE_RETRIES =>
-        {
-            Ok(early_update_retry(envelope.attempt))
+        TaskState::Failed { .. } | TaskState::Succeeded { .. } => {}
+    }
+
+    // Nothing a provider says changes a completed or canceled job, nor makes a failed one fail
+    // again: note the arrival, and spare the provider a query.
+    let status = job.status();
+    let already_failed =
+        status == GenerationStatus::Failed && matches!(update.state, TaskState::Failed { .. });
+    if status.is_final() || already_failed {
+        record_only(ctx, &job, &audit).await?;
+        return Ok(Outcome::Done);
+    }
+
+    let answer = if from_webhook {
+        match confirm(ctx, envelope, &job, &update, &mut audit).await? {
+            Confirmation::Answer(answer) => answer,
+            Confirmation::Stop(outcome) => return Ok(outcome),
         }
+    } else {
+        update
+    };
+    match answer.state {
         TaskState::Failed { code, message } => {
-            let from = [GenerationStatus::Queued, GenerationStatus::Submitted];
-            audit.detail = Some(json!({"provider_code": code}));
-            let failed = db::transaction!(&ctx.pool, LedgerError, |tx| {
-                settle::fail(tx, job.id, &from, &audit, code, message).await?
-            })
-            .await?;
-            if failed.is_some() {
-                tracing::warn!(code, message, "the provider failed the task; refunded");
-                metrics::counter!("gengate_jobs_failed_total", "provider" => job.provider.clone(), "code" => code.clone()).increment(1);
+            let failure = Failure::from_provider(FailureKind::GenerationFailed, &code, &message);
+            let failed = fail(ctx, &job, &audit, &failure).await?;
+            if failed {
+                tracing::warn!(code, "the provider failed the task; refunded");
             }
             Ok(Outcome::Done)
         }
-        TaskState::Succeeded { .. } => succeeded(ctx, envelope, &job, source, update, audit).await,
+        TaskState::Succeeded { files, usage } => {
+            succeeded(ctx, &job, files, usage.as_deref(), audit).await
+        }
+        _ => unreachable!("confirm returns terminal answers only; polls publish only those"),
     }
 }
 
-async fn succeeded(
+/// What the provider said when asked about a webhook's claim.
+enum Confirmation {
+    /// The provider's own terminal answer: apply it.
+    Answer(TaskUpdate),
+    /// Nothing to apply (recorded in the audit log), or try again later.
+    Stop(Outcome),
+}
+
+/// Asks the provider about the task gengate recorded for `job`, because a webhook claims it
+/// ended. Only a terminal answer about that very task is returned; anything else is recorded and
+/// leaves the job as it is, for polling to settle.
+async fn confirm(
     ctx: &WorkerContext,
     envelope: &Envelope,
     job: &Job,
-    source: &'static str,
-    update: TaskUpdate,
+    claim: &TaskUpdate,
+    audit: &mut Cause,
+) -> Result<Confirmation, HandlerError> {
+    let claimed = json!({
+        "claimed_state": state_name(&claim.state),
+        "claimed_task_id": claim.remote_task_id,
+    });
+    let Some(recorded) = job.remote_task_id.clone() else {
+        if job.status() == GenerationStatus::Queued && envelope.attempt < EARLY_UPDATE_RETRIES {
+            return Ok(Confirmation::Stop(early_update_retry(envelope.attempt)));
+        }
+        let mut detail = claimed;
+        detail["ignored"] = json!("no provider task is recorded for this job");
+        return stop_and_record(ctx, job, audit, detail).await;
+    };
+    let provider = ctx
+        .providers
+        .get(job.provider()?)
+        .ok_or_else(|| anyhow::anyhow!("no client for {}", job.provider))?;
+    let task = TaskRef {
+        mode: job.mode()?,
+        provider_model: job.provider_model.clone(),
+        remote_task_id: recorded.clone(),
+    };
+    let mut detail = claimed;
+    let ignored = match provider.query_task(&task).await {
+        Ok(answer) if answer.remote_task_id != recorded => {
+            "the provider answered about another task".to_owned()
+        }
+        Ok(answer) if answer.external_id.as_deref().is_some_and(|e| e != job.id.to_string()) => {
+            "the provider's task belongs to another generation".to_owned()
+        }
+        Ok(answer) if answer.state.is_terminal() => {
+            audit.detail = Some(json!({"confirmed_by": "query"}));
+            return Ok(Confirmation::Answer(answer));
+        }
+        Ok(answer) => format!(
+            "the webhook said {}, the provider says {}",
+            state_name(&claim.state),
+            state_name(&answer.state)
+        ),
+        Err(ProviderError::Retryable { code, message, .. })
+            if envelope.attempt + 1 < CONFIRM_RETRIES =>
+        {
+            return Ok(Confirmation::Stop(Outcome::Retry {
+                delay: Duration::from_secs(5),
+                reason: format!("confirming query failed: {code} {message}"),
+            }));
+        }
+        Err(err) => {
+            detail["error"] = json!(err.to_string());
+            "the provider did not confirm it".to_owned()
+        }
+    };
+    detail["ignored"] = json!(ignored);
+    stop_and_record(ctx, job, audit, detail).await
+}
+
+async fn stop_and_record(
+    ctx: &WorkerContext,
+    job: &Job,
+    audit: &mut Cause,
+    detail: serde_json::Value,
+) -> Result<Confirmation, HandlerError> {
+    tracing::info!(detail = %detail, "a webhook's claim was not confirmed; nothing changes");
+    metrics::counter!("gengate_webhooks_unconfirmed_total", "provider" => job.provider.clone())
+        .increment(1);
+    audit.detail = Some(detail);
+    record_only(ctx, job, audit).await?;
+    Ok(Confirmation::Stop(Outcome::Done))
+}
+
+/// `success`, `failed`, `running` …: how the audit log names a state.
+fn state_name(state: &TaskState) -> &'static str {
+    match state {
+        TaskState::Queued => "queued",
+        TaskState::Running { .. } => "running",
+        TaskState::Succeeded { .. } => "success",
+        TaskState::Failed { .. } => "failed",
+        TaskState::Unknown { .. } => "an undocumented status",
+    }
+}
+
+/// Applies the provider's success: completes the job with its files, or fails it when the result
+/// cannot be handed out.
+async fn succeeded(
+    ctx: &WorkerContext,
+    job: &Job,
+    files: Vec<ResultFile>,
+    usage: Option<&str>,
     mut audit: Cause,
 ) -> Result<Outcome, HandlerError> {
-    match job.status() {
-        // The provider is faster than our record of the submission: come back shortly.
-        GenerationStatus::Queued if envelope.attempt < EARLY_UPDATE_RETRIES => {
-            return Ok(early_update_retry(envelope.attempt));
-        }
-        GenerationStatus::Completed | GenerationStatus::Canceled => {
-            // Final already: the audit log notes the arrival, nothing else changes.
-            record_only(ctx, job, &audit).await?;
+    // Every result URL must be allowlisted and in normal form (webhook ingress checked the
+    // webhook's own; this covers what the provider answered). The provider itself says the result
+    // is somewhere gengate will not send anyone: the job cannot complete, and nothing else would
+    // end it (polling stops at a terminal answer), so it fails now and the credits go back.
+    let files = match ctx.allowlist.normalise_all(files.iter().map(|f| f.url.as_str())) {
+        Ok(urls) => files
+            .into_iter()
+            .zip(urls)
+            .map(|(file, url)| ResultFile { url, ..file })
+            .collect::<Vec<_>>(),
+        Err((url, why)) => {
+            tracing::warn!(%why, "result URL refused; failing the job");
+            metrics::counter!("gengate_result_urls_refused_total", "provider" => job.provider.clone())
+                .increment(1);
+            let failure = Failure::with_detail(
+                FailureKind::ResultRejected,
+                format!("result URL {url:?} {why}"),
+            );
+            fail(ctx, job, &audit, &failure).await?;
             return Ok(Outcome::Done);
         }
-        _ => {}
-    }
-
-    // Webhooks are hints: ask the provider itself before money moves.
-    let mut update = update;
-    if source == "webhook" && ctx.settings.worker.confirm_webhooks_by_query {
-        let provider = ctx
-            .providers
-            .get(job.provider()?)
-            .ok_or_else(|| anyhow::anyhow!("no client for {}", job.provider))?;
-        let task = TaskRef {
-            mode: job.mode()?,
-            provider_model: job.provider_model.clone(),
-            remote_task_id: update.remote_task_id.clone(),
-        };
-        match provider.query_task(&task).await {
-            Ok(confirmed) => match confirmed.state {
-                TaskState::Succeeded { .. } => update = confirmed,
-                TaskState::Failed { .. } => {
-                    audit.detail = Some(
-                        json!({"ignored": "the webhook said success, the provider says failed"}),
-                    );
-                    record_only(ctx, job, &audit).await?;
-                    return Ok(Outcome::Done);
-                }
-                _ => {
-                    // Not finished by the provider's own account: polling will settle it.
-                    audit.detail = Some(
-                        json!({"ignored": "the webhook said success, the provider says still running"}),
-                    );
-                    record_only(ctx, job, &audit).await?;
-                    return Ok(Outcome::Done);
-                }
-            },
-            Err(ProviderError::Retryable { code, message, .. }) => {
-                return Ok(Outcome::Retry {
-                    delay: Duration::from_secs(5),
-                    reason: format!("confirming query failed: {code} {message}"),
-                });
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "the success could not be confirmed by a query; using the webhook")
-            }
-        }
-    }
-    let TaskState::Succeeded { files, usage } = &update.state else {
-        unreachable!("checked above")
     };
-
-    // Every result URL must be allowlisted (webhook ingress checked its own; this covers polls
-    // and confirming queries). The provider itself says the result is somewhere gengate will not
-    // send anyone: the job cannot complete, and nothing else would end it (polling stops at a
-    // terminal answer), so it fails now and the credits go back.
-    if let Err((url, why)) = ctx.allowlist.check_all(files.iter().map(|f| f.url.as_str())) {
-        tracing::warn!(url, %why, "result URL refused; failing the job");
-        metrics::counter!("gengate_result_urls_refused_total", "provider" => job.provider.clone())
-            .increment(1);
-        audit.detail = Some(
-            json!({"refused": "result URL not allowlisted", "url": url, "why": why.to_string()}),
-        );
-        let from = [GenerationStatus::Queued, GenerationStatus::Submitted];
-        let message = format!("the provider's result URL {why}");
-        let failed = db::transaction!(&ctx.pool, LedgerError, |tx| {
-            settle::fail(tx, job.id, &from, &audit, REFUSED_RESULT, &message).await?
-        })
-        .await?;
-        if failed.is_some() {
-            metrics::counter!("gengate_jobs_failed_total", "provider" => job.provider.clone(), "code" => REFUSED_RESULT).increment(1);
-        }
-        return Ok(Outcome::Done);
-    }
     if files.is_empty() {
         // Nothing to deliver: the user is not charged for a success without a result.
         tracing::warn!("the provider reported success without result files; failing the job");
-        audit.detail = Some(json!({"refused": "success without result files"}));
-        let from = [GenerationStatus::Queued, GenerationStatus::Submitted];
-        db::transaction!(&ctx.pool, LedgerError, |tx| {
-            settle::fail(
-                tx,
-                job.id,
-                &from,
-                &audit,
-                EMPTY_RESULT,
-                "the provider reported success without a result",
-            )
-            .await?
-        })
-        .await?;
+        fail(ctx, job, &audit, &Failure::new(FailureKind::EmptyResult)).await?;
         return Ok(Outcome::Done);
     }
     // Where the provider reports the usage it charged, a job that used less costs less.
     let final_cost = match (
         job.params_value()["expected_units"].as_f64(),
-        usage.as_deref().and_then(|u| u.trim().parse::<f64>().ok()),
+        usage.and_then(|u| u.trim().parse::<f64>().ok()),
     ) {
         (Some(expected), Some(reported)) => Some(settle_by_usage(job.cost, expected, reported)),
         _ => None,
     };
-    audit.detail = Some(json!({"files": files.len(), "usage": usage, "final_cost": final_cost}));
-    let files: Vec<ResultFile> = files.clone();
+    let mut detail = audit.detail.take().unwrap_or_else(|| json!({}));
+    detail["files"] = json!(files.len());
+    detail["usage"] = json!(usage);
+    detail["final_cost"] = json!(final_cost);
+    audit.detail = Some(detail);
     let completed = db::transaction!(&ctx.pool, LedgerError, |tx| {
         settle::complete(tx, job.id, &audit, &files, final_cost).await?
     })
@@ -260,6 +306,20 @@ async fn succeeded(
             .await?;
     }
     Ok(Outcome::Done)
+}
+
+/// Fails a submitted job and refunds it; `false` when it was not submitted any more.
+async fn fail(
+    ctx: &WorkerContext,
+    job: &Job,
+    audit: &Cause,
+    failure: &Failure,
+) -> Result<bool, HandlerError> {
+    let failed = db::transaction!(&ctx.pool, LedgerError, |tx| {
+        settle::fail(tx, job.id, &[GenerationStatus::Submitted], audit, failure).await?
+    })
+    .await?;
+    Ok(failed.is_some())
 }
 
 /// Writes an audit row without changing anything else.

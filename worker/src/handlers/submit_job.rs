@@ -11,6 +11,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use gengate_shared::db;
 use gengate_shared::generation::GenerationStatus;
+use gengate_shared::generation::failure::{Failure, FailureKind};
 use gengate_shared::generation::settle;
 use gengate_shared::generation::transitions::{self, Changes};
 use gengate_shared::ledger::LedgerError;
@@ -86,13 +87,20 @@ pub(super) async fn handle(
         }
         Err(err @ ProviderError::Retryable { .. }) => retry_later(ctx, envelope, &job, &err).await,
         Err(ProviderError::Permanent { code, message, account_problem }) => {
-            if account_problem {
+            let kind = if account_problem {
                 tracing::error!(code, message, provider = %job.provider, "the gateway's provider account has a problem; failing the job");
-            }
-            fail(ctx, envelope, &job, &code, &message).await
+                FailureKind::ProviderUnavailable
+            } else {
+                FailureKind::RequestRejected
+            };
+            fail(ctx, envelope, &job, Failure::from_provider(kind, &code, &message)).await
         }
         Err(ProviderError::NotFound) => {
-            fail(ctx, envelope, &job, "not_found", "the provider did not find the endpoint").await
+            let failure = Failure::with_detail(
+                FailureKind::ProviderUnavailable,
+                "the provider did not find the endpoint",
+            );
+            fail(ctx, envelope, &job, failure).await
         }
     }
 }
@@ -195,14 +203,9 @@ async fn retry_later(
         unreachable!("only retryable errors come here")
     };
     if envelope.attempt + 1 >= attempts {
-        return fail(
-            ctx,
-            envelope,
-            job,
-            code,
-            &format!("gave up after {attempts} attempts: {message}"),
-        )
-        .await;
+        let message = format!("gave up after {attempts} attempts: {message}");
+        let failure = Failure::from_provider(FailureKind::ProviderUnavailable, code, &message);
+        return fail(ctx, envelope, job, failure).await;
     }
     // 5 s, 15 s, 30 s, … as the tiers allow, or what the provider asked for.
     let backoff = Duration::from_secs(5 * 3u64.pow(envelope.attempt.min(4)));
@@ -215,17 +218,19 @@ async fn fail(
     ctx: &WorkerContext,
     envelope: &Envelope,
     job: &Job,
-    code: &str,
-    message: &str,
+    failure: Failure,
 ) -> Result<Outcome, HandlerError> {
     let audit = cause("submit_failed", envelope);
     let failed = db::transaction!(&ctx.pool, LedgerError, |tx| {
-        settle::fail(tx, job.id, &[GenerationStatus::Queued], &audit, code, message).await?
+        settle::fail(tx, job.id, &[GenerationStatus::Queued], &audit, &failure).await?
     })
     .await?;
     if failed.is_some() {
-        tracing::warn!(code, message, "submission failed; refunded");
-        metrics::counter!("gengate_jobs_failed_total", "provider" => job.provider.clone(), "code" => code.to_owned()).increment(1);
+        tracing::warn!(
+            code = failure.kind.code(),
+            detail = failure.detail,
+            "submission failed; refunded"
+        );
     }
     Ok(Outcome::Done)
 }

@@ -263,6 +263,7 @@ mod tests {
             rate_limit: 3,
             rate_window_ms: 1000,
             timeout_ms: 1000,
+            max_response_bytes: 1024,
         };
         let guarded = Arc::new(Guarded::new(slow.clone(), &limits));
         let start = Instant::now();

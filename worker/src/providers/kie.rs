@@ -9,13 +9,13 @@ use gengate_shared::providers::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use super::transport::{self, Answer};
+use super::transport::{Answer, Transport};
 use super::{ProviderClient, ProviderFuture};
 
 /// Talks to kie.ai's jobs API with a bearer API key.
 #[derive(Debug)]
 pub struct KieClient {
-    http: reqwest::Client,
+    transport: Transport,
     base_url: String,
     /// Debug output is redacted by `SecretString`.
     api_key: Option<SecretString>,
@@ -26,7 +26,7 @@ impl KieClient {
     /// with `not_configured`.
     pub fn new(settings: &KieSettings) -> reqwest::Result<Self> {
         Ok(Self {
-            http: transport::client(&settings.limits)?,
+            transport: Transport::new(&settings.limits)?,
             base_url: settings.base_url.trim_end_matches('/').to_owned(),
             api_key: settings.api_key.clone().filter(|key| !key.expose_secret().is_empty()),
         })
@@ -37,7 +37,7 @@ impl KieClient {
     pub async fn create(&self, request: &TaskRequest) -> Result<String, ProviderError> {
         let body = kie::create_body(request)?;
         let url = format!("{}{}", self.base_url, kie::CREATE_TASK_PATH);
-        let answer = self.send(self.http.post(url).json(&body)).await?;
+        let answer = self.send(self.transport.http.post(url).json(&body)).await?;
         kie::parse_create_response(answer.status, &answer.body)
             .map_err(|error| answer.with_retry_after(error))
     }
@@ -45,7 +45,8 @@ impl KieClient {
     /// Reads a task's record.
     pub async fn query(&self, task: &TaskRef) -> Result<TaskUpdate, ProviderError> {
         let url = format!("{}{}", self.base_url, kie::RECORD_INFO_PATH);
-        let request = self.http.get(url).query(&[(kie::TASK_ID_PARAM, &task.remote_task_id)]);
+        let request =
+            self.transport.http.get(url).query(&[(kie::TASK_ID_PARAM, &task.remote_task_id)]);
         let answer = self.send(request).await?;
         kie::parse_record_info_response(answer.status, &answer.body)
             .map_err(|error| answer.with_retry_after(error))
@@ -55,7 +56,7 @@ impl KieClient {
         let key = self.api_key.as_ref().ok_or_else(|| {
             super::not_configured(ProviderKind::Kie, "GENGATE__PROVIDERS__KIE__API_KEY")
         })?;
-        transport::exchange(request.bearer_auth(key.expose_secret())).await
+        self.transport.exchange(request.bearer_auth(key.expose_secret())).await
     }
 }
 

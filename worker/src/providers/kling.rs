@@ -12,7 +12,7 @@ use gengate_shared::providers::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use super::transport::{self, Answer};
+use super::transport::{Answer, Transport};
 use super::{ProviderClient, ProviderFuture};
 
 /// A token is replaced when it has less than this left, so that none expires in flight.
@@ -21,7 +21,7 @@ const TOKEN_RENEW_BEFORE_EXPIRY_SECS: i64 = 300;
 /// Talks to Kling's API with a JWT made from the access and secret keys.
 #[derive(Debug)]
 pub struct KlingClient {
-    http: reqwest::Client,
+    transport: Transport,
     base_url: String,
     keys: Option<Keys>,
     token: Mutex<Option<Token>>,
@@ -53,7 +53,7 @@ impl KlingClient {
             _ => None,
         };
         Ok(Self {
-            http: transport::client(&settings.limits)?,
+            transport: Transport::new(&settings.limits)?,
             base_url: settings.base_url.trim_end_matches('/').to_owned(),
             keys,
             token: Mutex::new(None),
@@ -66,7 +66,7 @@ impl KlingClient {
     pub async fn create(&self, request: &TaskRequest) -> Result<String, ProviderError> {
         let path = kling::create_path(request.mode)?;
         let body = kling::create_body(request)?;
-        let answer = self.send(self.http.post(self.url(&path)).json(&body)).await?;
+        let answer = self.send(self.transport.http.post(self.url(&path)).json(&body)).await?;
         match kling::parse_create_response(answer.status, &answer.body) {
             Err(ProviderError::Permanent { code, message, account_problem }) if code == "1201" => {
                 match self.find(request.mode, request.generation_id).await {
@@ -90,7 +90,7 @@ impl KlingClient {
     /// Queries a task by its Kling id.
     pub async fn query(&self, task: &TaskRef) -> Result<TaskUpdate, ProviderError> {
         let path = kling::query_path(task)?;
-        let answer = self.send(self.http.get(self.url(&path))).await?;
+        let answer = self.send(self.transport.http.get(self.url(&path))).await?;
         kling::parse_query_response(answer.status, &answer.body)
             .map_err(|error| answer.with_retry_after(error))
     }
@@ -102,7 +102,7 @@ impl KlingClient {
         generation_id: GenerationId,
     ) -> Result<Option<TaskUpdate>, ProviderError> {
         let path = kling::query_path_by_generation(mode, generation_id)?;
-        let answer = self.send(self.http.get(self.url(&path))).await?;
+        let answer = self.send(self.transport.http.get(self.url(&path))).await?;
         match kling::parse_query_response(answer.status, &answer.body) {
             Ok(update) => Ok(Some(update)),
             Err(ProviderError::NotFound) => Ok(None),
@@ -118,7 +118,7 @@ impl KlingClient {
     /// next call signs a fresh one (after a key rotation or a clock jump).
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, ProviderError> {
         let token = self.token()?;
-        let answer = transport::exchange(request.bearer_auth(token.expose_secret())).await?;
+        let answer = self.transport.exchange(request.bearer_auth(token.expose_secret())).await?;
         if answer.status == 401 {
             *self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
         }
@@ -200,6 +200,7 @@ mod tests {
                 rate_limit: 0,
                 rate_window_ms: 1000,
                 timeout_ms: 1000,
+                max_response_bytes: 1024,
             },
         })
         .unwrap()
