@@ -9,7 +9,7 @@ mod jobs;
 mod lifecycle;
 mod operations;
 mod providers;
-
+mod security;
 mod serial;
 mod settlement;
 mod simulator;
