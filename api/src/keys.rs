@@ -33,8 +33,16 @@ pub struct KeyCache {
     ttl: Duration,
     /// True while the revocation listener is connected: only then is memory trusted.
     listening: AtomicBool,
-    keys: Mutex<HashMap<String, (StoredKey, Instant)>>,
+    /// The keys read, and a count of the revocations heard (and listener changes): a key read
+    /// from the database before a revocation arrived must not be remembered after it.
+    keys: Mutex<Keys>,
     used: Mutex<HashMap<ApiKeyId, OffsetDateTime>>,
+}
+
+#[derive(Debug, Default)]
+struct Keys {
+    by_prefix: HashMap<String, (StoredKey, Instant)>,
+    revocations: u64,
 }
 
 /// Most keys kept in memory; past it the memory starts afresh (the next request of each key reads
@@ -47,7 +55,7 @@ impl KeyCache {
         Self {
             ttl,
             listening: AtomicBool::new(false),
-            keys: Mutex::new(HashMap::new()),
+            keys: Mutex::new(Keys::default()),
             used: Mutex::new(HashMap::new()),
         }
     }
@@ -64,14 +72,17 @@ impl KeyCache {
         };
         let verdict = match self.cached(prefix) {
             Some(stored) => stored.check(presented),
-            None => match accounts::find_key(pool, prefix).await? {
-                Some(stored) => {
-                    let verdict = stored.check(presented);
-                    self.remember(prefix, stored);
-                    verdict
+            None => {
+                let revocations = self.revocations();
+                match accounts::find_key(pool, prefix).await? {
+                    Some(stored) => {
+                        let verdict = stored.check(presented);
+                        self.remember(prefix, stored, revocations);
+                        verdict
+                    }
+                    None => Err(KeyRejection::Unknown),
                 }
-                None => Err(KeyRejection::Unknown),
-            },
+            }
         };
         if let Ok(caller) = &verdict {
             self.note_use(caller.api_key_id);
@@ -99,30 +110,46 @@ impl KeyCache {
             return None;
         }
         let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        let (stored, read_at) = keys.get(prefix)?;
+        let (stored, read_at) = keys.by_prefix.get(prefix)?;
         (read_at.elapsed() < self.ttl).then(|| stored.clone())
     }
 
-    fn remember(&self, prefix: &str, stored: StoredKey) {
+    /// How many revocations (and listener changes) this process has heard of: taken before a
+    /// key is read from the database, so that [`KeyCache::remember`] can tell whether one came
+    /// in while it was being read.
+    fn revocations(&self) -> u64 {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).revocations
+    }
+
+    /// Keeps a key read from the database while nothing was revoked since `revocations` (a row
+    /// read just before a revocation committed would otherwise outlive it by the TTL).
+    fn remember(&self, prefix: &str, stored: StoredKey, revocations: u64) {
         if !self.listening.load(Ordering::Acquire) {
             return;
         }
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if keys.len() >= MAX_CACHED_KEYS {
-            keys.clear();
+        if keys.revocations != revocations {
+            return;
         }
-        keys.insert(prefix.to_owned(), (stored, Instant::now()));
+        if keys.by_prefix.len() >= MAX_CACHED_KEYS {
+            keys.by_prefix.clear();
+        }
+        keys.by_prefix.insert(prefix.to_owned(), (stored, Instant::now()));
     }
 
     /// Drops a key from memory (its revocation was committed; other processes hear of it by
     /// `NOTIFY`).
     pub fn forget(&self, prefix: &str) {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner()).remove(prefix);
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.revocations += 1;
+        keys.by_prefix.remove(prefix);
     }
 
     /// Trusts memory again (`true`, after clearing it) or stops trusting it (`false`).
     fn set_listening(&self, listening: bool) {
-        self.keys.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.revocations += 1;
+        keys.by_prefix.clear();
         self.listening.store(listening, Ordering::Release);
     }
 
@@ -234,11 +261,11 @@ mod tests {
         let cache = KeyCache::new(Duration::from_secs(60));
         let (key, stored) = key_row(false);
         let prefix = accounts::parse_prefix(&key).unwrap().to_owned();
-        cache.remember(&prefix, stored.clone());
+        cache.remember(&prefix, stored.clone(), cache.revocations());
         assert!(cache.authenticate_from_memory(&key).is_none(), "not listening: nothing kept");
 
         cache.set_listening(true);
-        cache.remember(&prefix, stored);
+        cache.remember(&prefix, stored.clone(), cache.revocations());
         assert!(matches!(cache.authenticate_from_memory(&key), Some(Ok(_))));
         assert!(matches!(
             cache.authenticate_from_memory(&key.replace('b', "c")),
@@ -247,8 +274,14 @@ mod tests {
         cache.forget(&prefix);
         assert!(cache.authenticate_from_memory(&key).is_none(), "a revocation drops it");
 
+        // A row read before a revocation arrived is not kept after it.
+        let before = cache.revocations();
+        cache.forget("someone-else");
+        cache.remember(&prefix, stored, before);
+        assert!(cache.authenticate_from_memory(&key).is_none(), "read before the revocation");
+
         let (key, revoked) = key_row(true);
-        cache.remember(&prefix, revoked);
+        cache.remember(&prefix, revoked, cache.revocations());
         assert_eq!(
             cache.authenticate_from_memory(&key).unwrap().err(),
             Some(KeyRejection::Revoked)
@@ -265,7 +298,7 @@ mod tests {
         let cache = KeyCache::new(Duration::ZERO);
         cache.set_listening(true);
         let (key, stored) = key_row(false);
-        cache.remember(accounts::parse_prefix(&key).unwrap(), stored);
+        cache.remember(accounts::parse_prefix(&key).unwrap(), stored, cache.revocations());
         assert!(cache.authenticate_from_memory(&key).is_none());
     }
 }
