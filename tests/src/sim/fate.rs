@@ -43,6 +43,14 @@ pub struct Directives {
     /// `[[sim:dirty-failure]]`: a failure's message carries a NUL and other control characters,
     /// as a careless provider's might.
     pub dirty_failure: bool,
+    /// `[[sim:result-gone]]`: the result file answers 410, as an expired one does.
+    pub result_gone: bool,
+    /// `[[sim:result-stall]]`: the result file sends its headers and four bytes, then nothing.
+    pub result_stall: bool,
+    /// `[[sim:result-text]]`: the result file is text, not a video or an image.
+    pub result_text: bool,
+    /// `[[sim:result-size=N]]`: the result file is N bytes (not a real video), made as it is sent.
+    pub result_size: Option<u64>,
 }
 
 impl Directives {
@@ -76,6 +84,10 @@ impl Directives {
             ("unknown-status", None) => self.unknown_status = true,
             ("evil-url", None) => self.evil_url = true,
             ("dirty-failure", None) => self.dirty_failure = true,
+            ("result-gone", None) => self.result_gone = true,
+            ("result-stall", None) => self.result_stall = true,
+            ("result-text", None) => self.result_text = true,
+            ("result-size", Some(_)) if number().is_some() => self.result_size = number(),
             ("create-retry", Some(_)) if number().is_some() => {
                 self.create_retry = number().map_or(0, saturating_u32);
             }
@@ -90,13 +102,18 @@ impl Directives {
     }
 
     /// Whether any marker decides the fate. Only markers of timing and detail (`delay`,
-    /// `accept-delay`, `usage`, `dirty-failure`) leave a task to the configured rates.
+    /// `accept-delay`, `usage`, `dirty-failure`, `result-…`) leave a task to the configured
+    /// rates.
     pub fn decides_fate(&self) -> bool {
         let timing_only = Self {
             delay_ms: None,
             accept_delay_ms: None,
             usage: None,
             dirty_failure: false,
+            result_gone: false,
+            result_stall: false,
+            result_text: false,
+            result_size: None,
             ..self.clone()
         } == Self::default();
         !timing_only

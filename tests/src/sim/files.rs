@@ -1,15 +1,19 @@
 //! Result files. Every succeeded task's result URL points back at the simulator
 //! (`{sim_url}/files/{task_id}.mp4`, or `.png` for image models) and is served as a tiny but real
-//! file, so a gateway that downloads or sniffs results has something genuine to chew on.
-
-use std::sync::LazyLock;
+//! file, so a gateway that downloads, probes and makes posters of results has something genuine
+//! to chew on; or, by the task's markers, as a file that is gone, never ends, is not a video, or
+//! is as large as a test needs.
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use futures_util::StreamExt;
+
+use super::fate::Directives;
 use super::state::Sim;
 
 /// Host of the result URLs of `[[sim:evil-url]]` tasks: never on an allowlist.
@@ -48,79 +52,72 @@ pub(crate) fn routes() -> Router<Sim> {
 }
 
 /// Serves the file of a task the simulator knows; anything else is 404, like an expired result.
+/// A task's `[[sim:result-…]]` markers change what its file is (see `docs/simulator.md`).
 async fn serve(State(sim): State<Sim>, Path(name): Path<String>) -> Response {
     let Some((task_id, extension)) = name.rsplit_once('.') else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if !sim.with(|state| state.tasks.contains_key(task_id)) {
+    let Some(prompt) = sim.with(|state| state.tasks.get(task_id).map(|task| task.prompt.clone()))
+    else {
         return StatusCode::NOT_FOUND.into_response();
+    };
+    let directives = Directives::parse(&prompt);
+    let content_type = match extension {
+        "mp4" => "video/mp4",
+        "png" => "image/png",
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    if directives.result_gone {
+        return StatusCode::GONE.into_response();
+    }
+    if directives.result_stall {
+        // The headers and a first chunk, then nothing: a reader times out.
+        let stream = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(Bytes::from_static(b"...."))
+        })
+        .chain(futures_util::stream::pending());
+        return ([(header::CONTENT_TYPE, content_type)], Body::from_stream(stream)).into_response();
+    }
+    if directives.result_text {
+        return ([(header::CONTENT_TYPE, "text/plain")], "this is not a video\n").into_response();
+    }
+    if let Some(size) = directives.result_size {
+        return ([(header::CONTENT_TYPE, content_type)], large_body(size)).into_response();
     }
     match extension {
-        "mp4" => ([(header::CONTENT_TYPE, "video/mp4")], TINY_MP4.as_slice()).into_response(),
-        "png" => ([(header::CONTENT_TYPE, "image/png")], TINY_PNG).into_response(),
-        _ => StatusCode::NOT_FOUND.into_response(),
+        "mp4" => ([(header::CONTENT_TYPE, content_type)], TINY_MP4).into_response(),
+        _ => ([(header::CONTENT_TYPE, content_type)], TINY_PNG).into_response(),
     }
 }
 
-/// A 1×1 transparent PNG (grey + alpha, 8 bit): signature, IHDR, IDAT, IEND, CRCs checked.
-pub const TINY_PNG: &[u8] = &[
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
-    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x04, 0x00, 0x00, 0x00, 0xb5, 0x1c, 0x0c,
-    0x02, 0x00, 0x00, 0x00, 0x0b, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0x00, 0x00,
-    0x00, 0x06, 0x00, 0x02, 0x30, 0x81, 0xd0, 0x2f, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44,
-    0xae, 0x42, 0x60, 0x82,
-];
-
-/// A structurally valid ISO-BMFF / MP4 file: an `ftyp` box and a `moov` box holding a one-second
-/// movie header with no tracks. Built from its boxes so its layout can be read here.
-pub static TINY_MP4: LazyLock<Vec<u8>> = LazyLock::new(|| {
-    let mut ftyp = Vec::new();
-    ftyp.extend_from_slice(b"isom"); // major brand
-    ftyp.extend_from_slice(&0x200u32.to_be_bytes()); // minor version
-    ftyp.extend_from_slice(b"isomiso2mp41"); // compatible brands
-
-    let mut mvhd = Vec::new();
-    mvhd.extend_from_slice(&[0; 4]); // version 0, flags
-    mvhd.extend_from_slice(&[0; 8]); // creation and modification time
-    mvhd.extend_from_slice(&1000u32.to_be_bytes()); // timescale: milliseconds
-    mvhd.extend_from_slice(&1000u32.to_be_bytes()); // duration: one second
-    mvhd.extend_from_slice(&0x0001_0000u32.to_be_bytes()); // rate 1.0
-    mvhd.extend_from_slice(&0x0100u16.to_be_bytes()); // volume 1.0
-    mvhd.extend_from_slice(&[0; 10]); // reserved
-    for value in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
-        mvhd.extend_from_slice(&value.to_be_bytes()); // identity matrix
-    }
-    mvhd.extend_from_slice(&[0; 24]); // pre-defined
-    mvhd.extend_from_slice(&1u32.to_be_bytes()); // next track id
-
-    let mut file = mp4_box(b"ftyp", &ftyp);
-    file.extend(mp4_box(b"moov", &mp4_box(b"mvhd", &mvhd)));
-    file
-});
-
-fn mp4_box(kind: &[u8; 4], payload: &[u8]) -> Vec<u8> {
-    let size = u32::try_from(8 + payload.len()).expect("tiny boxes");
-    let mut bytes = size.to_be_bytes().to_vec();
-    bytes.extend_from_slice(kind);
-    bytes.extend_from_slice(payload);
-    bytes
+/// `size` bytes, made as they are sent (a 500 MB file costs the simulator no memory), with its
+/// `Content-Length`.
+fn large_body(size: u64) -> Response {
+    const CHUNK: u64 = 64 * 1024;
+    let chunk = Bytes::from(vec![b'g'; CHUNK as usize]);
+    let chunks = (0..size.div_ceil(CHUNK)).map(move |i| {
+        let len = CHUNK.min(size - i * CHUNK) as usize;
+        Ok::<_, std::io::Error>(chunk.slice(..len))
+    });
+    let mut response = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    response
 }
+
+/// A real PNG, 32×32 (see `tests/fixtures/media/README.md`).
+pub const TINY_PNG: &[u8] = include_bytes!("../../fixtures/media/tiny.png");
+
+/// A real MP4: one second of 64×36 H.264 (see `tests/fixtures/media/README.md`).
+pub const TINY_MP4: &[u8] = include_bytes!("../../fixtures/media/tiny.mp4");
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_mp4_is_a_sequence_of_well_sized_boxes() {
-        let mut rest = TINY_MP4.as_slice();
-        let mut kinds = Vec::new();
-        while !rest.is_empty() {
-            let size = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-            kinds.push(String::from_utf8(rest[4..8].to_vec()).unwrap());
-            rest = &rest[size..];
-        }
-        assert_eq!(kinds, ["ftyp", "moov"]);
-        assert_eq!(&TINY_MP4[4..12], b"ftypisom");
+    fn the_fixtures_are_an_mp4_and_a_png() {
+        assert_eq!(&TINY_MP4[4..8], b"ftyp");
+        assert_eq!(&TINY_PNG[..8], b"\x89PNG\r\n\x1a\n");
     }
 
     #[test]
