@@ -8,11 +8,14 @@ use gengate_shared::allowlist::ResultAllowlist;
 use gengate_shared::catalogue::Catalogue;
 use gengate_shared::config::Settings;
 use gengate_shared::generation::callback_token::CallbackKeys;
+use gengate_shared::generation::store::GenerationView;
 use gengate_shared::ids::ApiKeyId;
 use gengate_shared::queue::Broker;
+use gengate_shared::storage::Storage;
 use gengate_shared::telemetry::PrometheusHandle;
 use sqlx::PgPool;
 
+use crate::error::ApiError;
 use crate::keys::KeyCache;
 use crate::rate_limit::RateLimiter;
 use crate::relay::RelayWaker;
@@ -38,6 +41,8 @@ pub struct ApiContext {
     pub auth_failures: Arc<RateLimiter<IpAddr>>,
     /// API keys this process has checked, and their use.
     pub keys: Arc<KeyCache>,
+    /// Where result files are kept (and how links to them are made).
+    pub storage: Storage,
     /// Result URLs gengate accepts from providers.
     pub allowlist: Arc<ResultAllowlist>,
     /// Wakes the outbox relays after a commit that wrote to the outbox.
@@ -65,6 +70,7 @@ impl ApiContext {
             settings.limits.auth_failure_burst,
         );
         let keys = KeyCache::new(Duration::from_millis(settings.api.key_cache_ttl_ms));
+        let storage = Storage::from_settings(&settings)?;
         Ok(Self {
             allowlist: Arc::new(allowlist),
             relay: RelayWaker::default(),
@@ -77,6 +83,14 @@ impl ApiContext {
             rate_limiter: Arc::new(rate_limiter),
             auth_failures: Arc::new(auth_failures),
             keys: Arc::new(keys),
+            storage,
         })
+    }
+
+    /// A generation as a client gets it: links to gengate's copies of its archived files,
+    /// made now (they expire).
+    pub async fn present(&self, view: GenerationView) -> Result<GenerationView, ApiError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        view.with_links(&self.storage, now).await.map_err(|e| ApiError::Internal(e.into()))
     }
 }

@@ -75,6 +75,10 @@ pub struct Settings {
     pub webhook: WebhookSettings,
     /// Per-user and per-key limits.
     pub limits: LimitSettings,
+    /// Where result files are kept (`[storage]`).
+    pub storage: StorageSettings,
+    /// Copying result files into storage (`[archive]`).
+    pub archive: ArchiveSettings,
     /// The model catalogue's version (stored on every generation with its price).
     pub catalogue: CatalogueSettings,
     /// The model catalogue: `[models.<name>]`.
@@ -126,6 +130,76 @@ pub struct WebhookSettings {
     /// How far a signed webhook's timestamp may be from now, in seconds, so a captured signed
     /// callback cannot be replayed later.
     pub signature_tolerance_secs: i64,
+}
+
+/// Which object store keeps result files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Files under `storage.path`, served by the API's `/files/…` route with signed links.
+    Filesystem,
+    /// An S3-compatible store (AWS S3, MinIO, Cloudflare R2, …); clients get presigned URLs.
+    S3,
+}
+
+/// Where result files are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// `filesystem` (the default; nothing else to run) or `s3`.
+    pub backend: StorageBackend,
+    /// The directory the filesystem store keeps files under (created if missing). The API and
+    /// every worker must see the same directory.
+    pub path: PathBuf,
+    /// S3: the bucket.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// S3: the endpoint, for stores other than AWS (`http://127.0.0.1:9000`); unset for AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3: the region (`us-east-1` where the store does not care).
+    pub region: String,
+    /// S3: the access key id (secret).
+    #[serde(default)]
+    pub access_key_id: Option<SecretString>,
+    /// Read the access key id from this file instead.
+    #[serde(default)]
+    pub access_key_id_file: Option<PathBuf>,
+    /// S3: the secret access key (secret).
+    #[serde(default)]
+    pub secret_access_key: Option<SecretString>,
+    /// Read the secret access key from this file instead.
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// S3: allow a plain-http endpoint (a store on the same machine or network).
+    pub allow_http: bool,
+    /// How long a link handed to a client works, in seconds; a re-read gives a fresh one.
+    pub link_ttl_secs: u64,
+}
+
+/// Copying result files into storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSettings {
+    /// Copies a worker process runs at once (each holds one file on disk while it runs).
+    pub concurrency: u16,
+    /// Largest result file copied; a larger one ends `failed` (`too_large`).
+    pub max_file_bytes: u64,
+    /// Connecting to the file's host may take this long (ms).
+    pub connect_timeout_ms: u64,
+    /// Each read of the file may wait this long for data (ms); there is no limit on the whole
+    /// copy, which streams.
+    pub read_timeout_ms: u64,
+    /// Tries of an archive before a file that keeps timing out or failing ends `failed`.
+    pub attempts: u32,
+    /// The `ffprobe` and `ffmpeg` programs (Debian package `ffmpeg`), for the probe and the
+    /// poster.
+    pub ffprobe: PathBuf,
+    /// See `ffprobe`.
+    pub ffmpeg: PathBuf,
+    /// Where a file is staged while it is probed (default: the system's temporary directory).
+    #[serde(default)]
+    pub temp_dir: Option<PathBuf>,
 }
 
 /// Per-user and per-key limits.
@@ -518,6 +592,13 @@ impl Settings {
         if kie.webhook_hmac_key.as_ref().is_some_and(|k| k.expose_secret().is_empty()) {
             kie.webhook_hmac_key = None;
         }
+        let storage = &mut self.storage;
+        if let Some(path) = &storage.access_key_id_file {
+            storage.access_key_id = Some(read_secret("storage.access_key_id_file", path)?);
+        }
+        if let Some(path) = &storage.secret_access_key_file {
+            storage.secret_access_key = Some(read_secret("storage.secret_access_key_file", path)?);
+        }
         if let Some(path) = &self.webhook.secret_file {
             self.webhook.secret = Some(read_secret("webhook.secret_file", path)?);
         }
@@ -631,6 +712,22 @@ impl Settings {
         }
         if self.worker.prefetch == 0 {
             return fail("worker.prefetch must be at least 1");
+        }
+        if self.storage.backend == StorageBackend::S3 && self.storage.bucket.is_none() {
+            return fail("storage.bucket is required with storage.backend = \"s3\"");
+        }
+        if self.storage.link_ttl_secs == 0 || self.storage.link_ttl_secs > 7 * 24 * 3600 {
+            return fail("storage.link_ttl_secs must be between 1 and 604800 (S3's longest)");
+        }
+        if self.archive.attempts == 0
+            || self.archive.concurrency == 0
+            || self.archive.max_file_bytes == 0
+            || self.archive.connect_timeout_ms == 0
+            || self.archive.read_timeout_ms == 0
+        {
+            return fail(
+                "archive.attempts, concurrency, max_file_bytes, connect_timeout_ms and read_timeout_ms must be positive",
+            );
         }
         if self.worker.confirm_webhooks_by_query == Some(false) {
             return fail(

@@ -18,6 +18,7 @@ pub mod problem;
 pub mod providers;
 pub mod queue;
 pub mod shutdown;
+pub mod storage;
 pub mod telemetry;
 pub mod validation;
 

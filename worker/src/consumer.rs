@@ -41,15 +41,16 @@ pub const FAILED_AT_HEADER: &str = "x-gengate-failed-at";
 pub async fn run(
     ctx: Arc<WorkerContext>,
     queue: WorkQueue,
+    prefetch: u16,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
     let name = ctx.broker.topology().queue(queue);
     let in_hand = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(usize::from(ctx.settings.worker.prefetch)));
+    let slots = Arc::new(Semaphore::new(usize::from(prefetch)));
     let mut connected = ctx.broker.watch_connected();
     while !shutdown.is_cancelled() {
-        match consume(&ctx, &name, &in_hand, &slots, &shutdown).await {
+        match consume(&ctx, &name, prefetch, &in_hand, &slots, &shutdown).await {
             Ok(()) => {}
             Err(err) => {
                 tracing::warn!(queue = %name, error = %err, "consumer stopped; starting again when RabbitMQ is back")
@@ -74,6 +75,7 @@ pub async fn run(
 async fn consume(
     ctx: &Arc<WorkerContext>,
     queue: &str,
+    prefetch: u16,
     in_hand: &TaskTracker,
     slots: &Arc<Semaphore>,
     shutdown: &CancellationToken,
@@ -83,7 +85,7 @@ async fn consume(
     let mut replaced = ctx.broker.watch_connections_made();
     replaced.borrow_and_update();
     let channel = ctx.broker.channel().await?;
-    channel.basic_qos(ctx.settings.worker.prefetch, BasicQosOptions::default()).await?;
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let tag = format!("gengate-worker-{}", uuid::Uuid::now_v7());
     let mut consumer = channel
         .basic_consume(

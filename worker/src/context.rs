@@ -6,8 +6,10 @@ use gengate_shared::allowlist::ResultAllowlist;
 use gengate_shared::config::Settings;
 use gengate_shared::generation::callback_token::CallbackKeys;
 use gengate_shared::queue::Broker;
+use gengate_shared::storage::Storage;
 use sqlx::PgPool;
 
+use crate::archive::fetch::Fetcher;
 use crate::providers::Registry;
 
 /// The worker's handles and settings.
@@ -24,7 +26,11 @@ pub struct WorkerContext {
     /// Callback-token keys (to build callback URLs).
     pub callback_keys: CallbackKeys,
     /// Result URLs gengate accepts (polled results are checked here; webhooks at ingress).
-    pub allowlist: ResultAllowlist,
+    pub allowlist: Arc<ResultAllowlist>,
+    /// Where result files are kept.
+    pub storage: Storage,
+    /// Downloads result files (from allowlisted URLs only).
+    pub fetcher: Fetcher,
 }
 
 impl WorkerContext {
@@ -33,7 +39,18 @@ impl WorkerContext {
         let callback_keys =
             CallbackKeys::required(&settings.webhook).map_err(anyhow::Error::msg)?;
         let providers = Registry::from_settings(&settings.providers)?;
-        let allowlist = ResultAllowlist::from_settings(&settings.webhook);
-        Ok(Self { settings: Arc::new(settings), pool, broker, providers, callback_keys, allowlist })
+        let allowlist = Arc::new(ResultAllowlist::from_settings(&settings.webhook));
+        let storage = Storage::from_settings(&settings)?;
+        let fetcher = Fetcher::new(&settings.archive, allowlist.clone())?;
+        Ok(Self {
+            settings: Arc::new(settings),
+            pool,
+            broker,
+            providers,
+            callback_keys,
+            allowlist,
+            storage,
+            fetcher,
+        })
     }
 }

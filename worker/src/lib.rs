@@ -4,8 +4,10 @@
 //! - `gengate.jobs` → [`handlers`] `job.submit`: create the upstream task;
 //! - `gengate.events` → provider updates (webhooks, polls), failures, cancels: the transitions;
 //! - `gengate.poll` → ask a provider how a task is doing;
+//! - `gengate.archive` → copy a completed generation's result files into storage ([`archive`]);
 //! - the [`sweeper`] re-enqueues what the message flow lost.
 
+pub mod archive;
 pub mod consumer;
 pub mod context;
 pub mod ctl;
@@ -58,7 +60,12 @@ pub async fn run(settings: Settings, addr_file: Option<PathBuf>) -> anyhow::Resu
     let grace = Duration::from_millis(ctx.settings.worker.shutdown_grace_ms);
     let mut tasks = tokio::task::JoinSet::new();
     for queue in WorkQueue::ALL {
-        tasks.spawn(consumer::run(ctx.clone(), queue, shutdown.clone(), grace));
+        // Copies are long and heavy (a file each): few at a time; everything else many.
+        let in_hand = match queue {
+            WorkQueue::Archive => ctx.settings.archive.concurrency,
+            _ => ctx.settings.worker.prefetch,
+        };
+        tasks.spawn(consumer::run(ctx.clone(), queue, in_hand, shutdown.clone(), grace));
     }
     tasks.spawn(sweeper::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(queue_depths::run(ctx.clone(), shutdown.clone()));

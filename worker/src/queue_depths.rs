@@ -1,9 +1,11 @@
-//! Queue depth gauges: how many messages wait in each work queue and in the dead-letter queue.
-//! A growing dead-letter queue is the first thing an operator should be told about.
+//! Queue depth gauges: how many messages wait in each work queue and in the dead-letter queue
+//! (a growing dead-letter queue is the first thing an operator should be told about), and how
+//! many result files wait to be copied into storage.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use gengate_shared::generation::archive;
 use gengate_shared::queue::WorkQueue;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -43,5 +45,7 @@ async fn sample(ctx: &WorkerContext) -> anyhow::Result<()> {
         .await?;
     metrics::gauge!("gengate_dlq_messages").set(f64::from(dlq.message_count()));
     let _ = channel.close(200, "sampled".into()).await;
+    let pending = archive::pending_count(&ctx.pool).await?;
+    metrics::gauge!("gengate_archive_pending").set(pending as f64);
     Ok(())
 }

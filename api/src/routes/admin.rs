@@ -240,6 +240,7 @@ async fn generation(
     Path(id): Path<GenerationId>,
 ) -> Result<Response> {
     let view = store::view(&ctx.pool, id, None).await?.ok_or(ApiError::NotFound)?;
+    let view = ctx.present(view).await?;
     let ledger = ledger::generation_entries(&ctx.pool, id).await?;
     let events = store::events(&ctx.pool, id).await?;
     let mut body = serde_json::to_value(view).unwrap_or_default();

@@ -123,7 +123,7 @@ async fn show(
     Path(id): Path<GenerationId>,
 ) -> Result<Response> {
     let view = store::view(&ctx.pool, id, Some(caller.user_id)).await?.ok_or(ApiError::NotFound)?;
-    Ok(axum::Json(view).into_response())
+    Ok(axum::Json(ctx.present(view).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,7 +164,12 @@ async fn list(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let page = store::list(&ctx.pool, caller.user_id, status, cursor, limit).await?;
+    let mut page = store::list(&ctx.pool, caller.user_id, status, cursor, limit).await?;
+    let mut presented = Vec::with_capacity(page.data.len());
+    for view in page.data {
+        presented.push(ctx.present(view).await?);
+    }
+    page.data = presented;
     Ok(axum::Json(page).into_response())
 }
 
@@ -191,5 +196,5 @@ async fn cancel_generation(
         })?;
     ctx.relay.wake();
     tracing::info!(generation_id = %id, "generation canceled by its owner");
-    Ok(axum::Json(view).into_response())
+    Ok(axum::Json(ctx.present(view).await?).into_response())
 }

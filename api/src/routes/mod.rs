@@ -2,6 +2,7 @@
 
 mod admin;
 mod credits;
+mod files;
 mod generations;
 mod models;
 mod webhooks;
@@ -37,6 +38,7 @@ pub fn router(ctx: ApiContext) -> Router {
     let in_flight = Arc::new(Semaphore::new(ctx.settings.api.max_in_flight_requests));
     let mut app = Router::<ApiContext>::new()
         .merge(credits::routes())
+        .merge(files::routes())
         .merge(generations::routes())
         .merge(models::routes())
         .merge(webhooks::routes(ctx.settings.webhook.max_body_bytes));

@@ -1,5 +1,6 @@
 //! Generations: what a job is, and the state machine every change of its status goes through.
 
+pub mod archive;
 pub mod callback_token;
 pub mod cancel;
 pub mod failure;

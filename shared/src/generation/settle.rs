@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+use super::archive;
 use super::failure::Failure;
 use super::transitions::{self, Cause, Changes, Transitioned};
 use super::{Billing, GenerationStatus, MediaType};
@@ -108,10 +109,16 @@ pub async fn complete(
         transitions::record(tx, id, Some("completed"), None, &detail).await?;
     }
     store_files(tx, id, generation.media, files).await?;
+    // The files are the provider's, for now: their copy into gengate's storage is queued with
+    // the completion, so a completed job is never left without one (settlement does not wait).
+    if !files.is_empty() {
+        archive::enqueue(tx, id).await?;
+    }
     Ok(Some(Completed { generation: moved, debt_added }))
 }
 
-/// Records result files; a file already recorded (a duplicate delivery) is left as it is.
+/// Records result files as the provider serves them (`pending` their copy); a file already
+/// recorded (a duplicate delivery) is left as it is.
 async fn store_files(
     tx: &mut Tx,
     id: GenerationId,

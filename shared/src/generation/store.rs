@@ -9,6 +9,7 @@ use super::GenerationStatus;
 use super::failure::FailureKind;
 use crate::ids::{GenerationId, UserId};
 use crate::pagination::Cursor;
+use crate::storage::{Storage, StorageError};
 
 /// Why a generation failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,21 +23,52 @@ pub struct Failure {
 /// A result video.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VideoView {
-    /// Where to fetch it.
+    /// Where to fetch it: once archived, a signed link to gengate's copy (see
+    /// [`GenerationView::with_links`]); before, the provider's URL.
     pub url: String,
-    /// A first-frame poster, when there is one.
+    /// A signed link to its first frame (JPEG), once archived, when it is a video.
     pub poster_url: Option<String>,
     /// Its quality label.
     pub quality: String,
     /// Seconds.
     pub duration: Option<f32>,
+    /// Pixels, once archived.
+    pub width: Option<i32>,
+    /// Pixels, once archived.
+    pub height: Option<i32>,
+    /// Bytes, once archived.
+    pub size_bytes: Option<i64>,
+    /// `pending` (being copied; `url` is the provider's), `archived`, `failed` (the provider's
+    /// URL stays, as long as the provider serves it) or `purged` (deleted by retention).
+    pub archive_status: String,
+    /// Why it failed, or what an archived file lacks (`archived without a poster: not a video`).
+    pub archive_detail: Option<String>,
+    /// The stored object (operators' business; clients get links).
+    #[serde(default, skip_serializing)]
+    pub object_key: Option<String>,
+    /// The stored poster.
+    #[serde(default, skip_serializing)]
+    pub poster_key: Option<String>,
 }
 
 /// A result image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageView {
-    /// Where to fetch it.
+    /// Where to fetch it (as for videos).
     pub url: String,
+    /// Pixels, once archived.
+    pub width: Option<i32>,
+    /// Pixels, once archived.
+    pub height: Option<i32>,
+    /// Bytes, once archived.
+    pub size_bytes: Option<i64>,
+    /// As for videos.
+    pub archive_status: String,
+    /// As for videos.
+    pub archive_detail: Option<String>,
+    /// The stored object.
+    #[serde(default, skip_serializing)]
+    pub object_key: Option<String>,
 }
 
 /// A finished generation's files.
@@ -88,6 +120,36 @@ pub struct GenerationView {
     /// When it ended.
     #[serde(with = "time::serde::rfc3339::option")]
     pub completed_at: Option<OffsetDateTime>,
+}
+
+impl GenerationView {
+    /// The view with links to gengate's copies of its archived files (signed, expiring
+    /// `storage.link_ttl_secs` after `now_unix`); files not archived keep the provider's URL.
+    /// Every answer to a client goes through this: links are made when they are read.
+    pub async fn with_links(
+        mut self,
+        storage: &Storage,
+        now_unix: i64,
+    ) -> Result<Self, StorageError> {
+        let Some(result) = self.result.as_mut() else { return Ok(self) };
+        for video in &mut result.videos {
+            if video.archive_status != "archived" {
+                continue;
+            }
+            if let Some(key) = &video.object_key {
+                video.url = storage.link(key, now_unix).await?;
+            }
+            if let Some(key) = &video.poster_key {
+                video.poster_url = Some(storage.link(key, now_unix).await?);
+            }
+        }
+        for image in &mut result.images {
+            if let (Some(key), "archived") = (&image.object_key, image.archive_status.as_str()) {
+                image.url = storage.link(key, now_unix).await?;
+            }
+        }
+        Ok(self)
+    }
 }
 
 /// A row of [`VIEW_COLUMNS`].
@@ -174,11 +236,18 @@ pub(super) const VIEW_COLUMNS: &str = "
     COALESCE((SELECT -sum(e.amount) FROM ledger_entries e
               WHERE e.generation_id = g.id AND NOT e.is_voided), 0)::bigint AS charged,
     g.progress, g.failure_code, g.failure_message,
-    (SELECT COALESCE(json_agg(json_build_object('url', v.url, 'poster_url', v.poster_url,
-                                                'quality', v.quality, 'duration', v.duration_s)
-                              ORDER BY v.quality), '[]'::json)
+    (SELECT COALESCE(json_agg(json_build_object(
+                'url', v.url, 'poster_url', NULL, 'quality', v.quality, 'duration', v.duration_s,
+                'width', v.width, 'height', v.height, 'size_bytes', v.size_bytes,
+                'archive_status', v.archive_status, 'archive_detail', v.archive_detail,
+                'object_key', v.object_key, 'poster_key', v.poster_key)
+                ORDER BY v.quality), '[]'::json)
      FROM generation_videos v WHERE v.generation_id = g.id) AS videos,
-    (SELECT COALESCE(json_agg(json_build_object('url', i.url) ORDER BY i.position), '[]'::json)
+    (SELECT COALESCE(json_agg(json_build_object(
+                'url', i.url, 'width', i.width, 'height', i.height, 'size_bytes', i.size_bytes,
+                'archive_status', i.archive_status, 'archive_detail', i.archive_detail,
+                'object_key', i.object_key)
+                ORDER BY i.position), '[]'::json)
      FROM generation_images i WHERE i.generation_id = g.id) AS images,
     g.created_at, g.updated_at, g.completed_at";
 

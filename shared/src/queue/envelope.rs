@@ -25,6 +25,9 @@ pub enum MessageKind {
     /// Ask the provider how a task is doing (`gengate.poll`).
     #[serde(rename = "poll.task")]
     PollTask,
+    /// Copy a completed generation's result files into gengate's storage (`gengate.archive`).
+    #[serde(rename = "generation.archive")]
+    Archive,
 }
 
 impl MessageKind {
@@ -36,6 +39,7 @@ impl MessageKind {
             MessageKind::Failure => "event.failure",
             MessageKind::Canceled => "event.canceled",
             MessageKind::PollTask => "poll.task",
+            MessageKind::Archive => "generation.archive",
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The RabbitMQ topology: every exchange, queue, binding and argument in one place.
 //!
 //! ```text
-//!                        ┌─ job.#   ─► {p}.jobs   ─┐
-//! publish ─► {p} (topic) ┼─ event.# ─► {p}.events ─┼─ delivery limit / poison ─► {p}.dlx ─► {p}.dlq
-//!              ▲         └─ poll.#  ─► {p}.poll   ─┘
+//!                        ┌─ job.#        ─► {p}.jobs    ─┐
+//! publish ─► {p} (topic) ┼─ event.#      ─► {p}.events  ─┼─ delivery limit / poison ─► {p}.dlx ─► {p}.dlq
+//!              ▲         ├─ poll.#       ─► {p}.poll    ─┤
+//!              │         └─ generation.# ─► {p}.archive ─┘
 //!              │ (TTL expired, original routing key)
 //! delay ──► {p}.delay (headers: delay-ms) ─► {p}.delay.{ms}ms  (one fixed-TTL queue per tier)
 //! ```
@@ -35,11 +36,14 @@ pub enum WorkQueue {
     Events,
     /// Requests to poll a provider for one task.
     Poll,
+    /// Copies of completed generations' result files into storage.
+    Archive,
 }
 
 impl WorkQueue {
     /// Every work queue.
-    pub const ALL: [WorkQueue; 3] = [WorkQueue::Jobs, WorkQueue::Events, WorkQueue::Poll];
+    pub const ALL: [WorkQueue; 4] =
+        [WorkQueue::Jobs, WorkQueue::Events, WorkQueue::Poll, WorkQueue::Archive];
 
     /// The queue's name after the prefix, e.g. `jobs`.
     pub fn suffix(self) -> &'static str {
@@ -47,6 +51,7 @@ impl WorkQueue {
             WorkQueue::Jobs => "jobs",
             WorkQueue::Events => "events",
             WorkQueue::Poll => "poll",
+            WorkQueue::Archive => "archive",
         }
     }
 
@@ -56,6 +61,7 @@ impl WorkQueue {
             WorkQueue::Jobs => "job.#",
             WorkQueue::Events => "event.#",
             WorkQueue::Poll => "poll.#",
+            WorkQueue::Archive => "generation.#",
         }
     }
 }
@@ -238,9 +244,10 @@ mod tests {
         assert_eq!(t.queue(WorkQueue::Jobs), "gengate.jobs");
         assert_eq!(t.queue(WorkQueue::Events), "gengate.events");
         assert_eq!(t.queue(WorkQueue::Poll), "gengate.poll");
+        assert_eq!(t.queue(WorkQueue::Archive), "gengate.archive");
         assert_eq!(t.dead_letter_queue(), "gengate.dlq");
         assert_eq!(t.delay_queue(Duration::from_secs(5)), "gengate.delay.5000ms");
-        assert_eq!(t.all_queues().len(), 7);
+        assert_eq!(t.all_queues().len(), 8, "four work queues, the DLQ and three delay tiers");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::broker::{TestBroker, amqp_url};
 use super::db::TestDatabase;
 use super::eventually;
 use super::process::{Process, binary, log_dir};
+use super::s3::S3Server;
 use crate::sim::{SimConfig, SimHandle, Simulator};
 
 /// Admin token the test stack is configured with.
@@ -26,6 +27,7 @@ pub struct TestAppBuilder {
     env: BTreeMap<String, String>,
     wait_ready: bool,
     sim: SimConfig,
+    s3: bool,
 }
 
 impl TestAppBuilder {
@@ -56,6 +58,13 @@ impl TestAppBuilder {
             .env("GENGATE__AMQP__DELAY_TIERS_MS", "1000,2000,5000,60000")
     }
 
+    /// Keep result files in a real S3-protocol server started for this stack (instead of the
+    /// filesystem store under the test's directory).
+    pub fn s3_storage(mut self) -> Self {
+        self.s3 = true;
+        self
+    }
+
     /// Don't wait for `/readyz` to answer 200 (for tests of an unready stack).
     pub fn without_waiting_for_ready(mut self) -> Self {
         self.wait_ready = false;
@@ -84,7 +93,11 @@ impl TestAppBuilder {
         env.insert("GENGATE__DATABASE__ACQUIRE_TIMEOUT_MS".to_owned(), "30000".to_owned());
         env.insert("GENGATE__AMQP__URL".to_owned(), amqp_url());
         env.insert("GENGATE__AMQP__PREFIX".to_owned(), broker.prefix().to_owned());
-        env.insert("GENGATE__API__LISTEN".to_owned(), "127.0.0.1:0".to_owned());
+        // The API's address is chosen before it starts: callback URLs and file links are built
+        // from it (`api.public_base_url`), by the workers and by the API itself.
+        let api_address = free_address();
+        env.insert("GENGATE__API__LISTEN".to_owned(), api_address.clone());
+        env.insert("GENGATE__API__PUBLIC_BASE_URL".to_owned(), format!("http://{api_address}"));
         env.insert("GENGATE__API__OPS_LISTEN".to_owned(), "127.0.0.1:0".to_owned());
         // Tests send bad credentials on purpose, many from one address; the security suite
         // sets its own limit to test it.
@@ -120,6 +133,14 @@ impl TestAppBuilder {
         env.insert("GENGATE__API__SHUTDOWN_GRACE_MS".to_owned(), "5000".to_owned());
         env.insert("GENGATE__WORKER__SHUTDOWN_GRACE_MS".to_owned(), "5000".to_owned());
         env.insert("GENGATE__TELEMETRY__LOG_FILTER".to_owned(), "info,gengate=debug".to_owned());
+
+        // Result files: a directory of this test's own, or an S3 server of its own.
+        let objects = log_dir.join("objects");
+        env.insert("GENGATE__STORAGE__PATH".to_owned(), objects.display().to_string());
+        let s3 = if self.s3 { Some(S3Server::start().await) } else { None };
+        if let Some(s3) = &s3 {
+            env.extend(s3.settings().into_iter().map(|(k, v)| (k.to_owned(), v)));
+        }
         env.extend(self.env);
 
         let pool = db.pool().await;
@@ -137,13 +158,11 @@ impl TestAppBuilder {
             pool,
             env,
             log_dir,
+            s3,
             broker,
             db,
         };
         app.start_api().await;
-        // Callback URLs point at the API the test started.
-        let api_url = app.api_url.clone();
-        app.set_env("GENGATE__API__PUBLIC_BASE_URL", &api_url);
         for _ in 0..self.workers {
             app.start_worker().await;
         }
@@ -152,6 +171,12 @@ impl TestAppBuilder {
         }
         app
     }
+}
+
+/// A free address on loopback: bound, and let go for the process about to take it.
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").to_string()
 }
 
 /// A user of the stack under test and their API key.
@@ -192,6 +217,8 @@ pub struct TestApp {
     pub pool: PgPool,
     env: BTreeMap<String, String>,
     log_dir: PathBuf,
+    /// The S3 server, for stacks built with [`TestAppBuilder::s3_storage`].
+    pub s3: Option<S3Server>,
     // Declared last: dropped after the processes are gone.
     /// The broker namespace.
     pub broker: TestBroker,
@@ -234,7 +261,11 @@ impl TestApp {
     /// on free ports; returns it with its URL. Dropping the process stops it.
     pub async fn start_another_api(&self, name: &str) -> (Process, String) {
         let mut env = self.env.clone();
-        env.insert("GENGATE__API__LISTEN".to_owned(), "127.0.0.1:0".to_owned());
+        // The API's address is chosen before it starts: callback URLs and file links are built
+        // from it (`api.public_base_url`), by the workers and by the API itself.
+        let api_address = free_address();
+        env.insert("GENGATE__API__LISTEN".to_owned(), api_address.clone());
+        env.insert("GENGATE__API__PUBLIC_BASE_URL".to_owned(), format!("http://{api_address}"));
         env.insert("GENGATE__API__OPS_LISTEN".to_owned(), "127.0.0.1:0".to_owned());
         let mut api = Process::start(name, &binary("gengate-api"), &["serve"], &env, &self.log_dir);
         let url = format!("http://{}", api.bound_addr().await);
@@ -449,6 +480,18 @@ impl TestApp {
             })
         })
         .await
+    }
+
+    /// The provider's URLs of a generation's videos as recorded at completion (what clients get
+    /// until a file is archived, and what the audit trail keeps after).
+    pub async fn source_urls(&self, id: &str) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT url FROM generation_videos WHERE generation_id = $1::uuid ORDER BY quality",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .expect("source URLs")
     }
 
     /// `POST url` with a JSON body and no credentials (as a provider calls back); the status.

@@ -4,6 +4,7 @@ pub mod app;
 pub mod broker;
 pub mod db;
 pub mod process;
+pub mod s3;
 
 use std::time::Duration;
 

@@ -202,12 +202,24 @@ async fn serial_chaos_no_job_is_lost_and_no_credit_moves_twice() {
                 .await
                 .unwrap();
         let queued = queue_depths(&app).await;
-        if open.is_empty() && unsent == 0 && polling == 0 && queued.values().all(|n| *n == 0) {
+        // Result files still waiting for their copy into storage.
+        let copying: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM generation_videos WHERE archive_status = 'pending'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if open.is_empty()
+            && unsent == 0
+            && polling == 0
+            && copying == 0
+            && queued.values().all(|n| *n == 0)
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no quiescence after 4 min (seed {seed}): {} unfinished {:?}, {unsent} unsent, {polling} polling, queues {queued:?}",
+            "no quiescence after 4 min (seed {seed}): {} unfinished {:?}, {unsent} unsent, {polling} polling, {copying} files not archived, queues {queued:?}",
             open.len(),
             &open[..open.len().min(20)]
         );
@@ -269,6 +281,31 @@ async fn serial_chaos_no_job_is_lost_and_no_credit_moves_twice() {
     }
     let report = ledger::reconcile(&app.pool, None).await.unwrap();
     assert!(report.is_clean(), "reconcile (seed {seed}): {:?}", report.mismatches);
+
+    // Every completed job's files were copied into storage, through worker kills mid-copy and
+    // broker restarts: each ended archived (or failed, with a reason), none is left pending.
+    let files: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT v.archive_status, count(*), count(*) FILTER (WHERE v.archive_detail IS NULL)
+         FROM generation_videos v JOIN generations g ON g.id = v.generation_id
+         WHERE g.status = 'completed' GROUP BY v.archive_status ORDER BY 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let completed = rows.iter().filter(|(_, s, _, _)| s == "completed").count() as i64;
+    assert_eq!(
+        files.iter().map(|(_, n, _)| n).sum::<i64>(),
+        completed,
+        "one video per completed job"
+    );
+    for (status, count, without_reason) in &files {
+        match status.as_str() {
+            "archived" => {}
+            "failed" => assert_eq!(*without_reason, 0, "failed files say why (seed {seed})"),
+            other => panic!("{count} files left {other} (seed {seed})"),
+        }
+    }
+    eprintln!("chaos: result files {files:?}");
 
     // Anything dead-lettered must be settled already: replaying it changes nothing.
     let dead = app.ctl_json(&["dlq", "stats", "--json"]).await;

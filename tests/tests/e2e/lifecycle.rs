@@ -23,7 +23,8 @@ async fn a_kling_job_is_submitted_completed_by_webhook_and_charged_once() {
     assert_eq!(done["cost"], 42);
     let videos = done["result"]["videos"].as_array().unwrap();
     assert_eq!(videos.len(), 1);
-    assert!(videos[0]["url"].as_str().unwrap().starts_with(app.sim.url()), "{videos:?}");
+    let sources = app.source_urls(&id).await;
+    assert!(sources[0].starts_with(app.sim.url()), "{sources:?}");
     assert!(done["completed_at"].is_string());
 
     // The simulator received exactly one create, with our id, callback and a valid JWT.

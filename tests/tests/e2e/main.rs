@@ -1,6 +1,7 @@
 //! End-to-end scenarios against the real binaries, real PostgreSQL and real RabbitMQ.
 //! One test binary (one link) with a module per area.
 
+mod archive;
 mod chaos;
 mod credits;
 mod ctl;

@@ -51,14 +51,6 @@ fn events(generation: &Value) -> Vec<Value> {
     generation["events"].as_array().unwrap().clone()
 }
 
-async fn video_urls(app: &TestApp, id: &str) -> Vec<String> {
-    sqlx::query_scalar("SELECT url FROM generation_videos WHERE generation_id = $1::uuid")
-        .bind(id)
-        .fetch_all(&app.pool)
-        .await
-        .unwrap()
-}
-
 /// What an operator runs after an incident: `gengatectl ledger reconcile`, clean.
 async fn reconciled_by_gengatectl(app: &TestApp) {
     let output = app.ctl(&["ledger", "reconcile"]).await;
@@ -124,7 +116,7 @@ async fn a_forged_success_for_a_job_that_never_got_a_provider_task_completes_not
 
     assert_eq!(generation["status"], "failed");
     assert_eq!(generation["charged"], 0);
-    assert!(video_urls(&app, &id).await.is_empty(), "the attacker's URL is not stored");
+    assert!(app.source_urls(&id).await.is_empty(), "the attacker's URL is not stored");
     assert_eq!(credits(&app, &user).await["balance"], 1000);
     reconciled_by_gengatectl(&app).await;
 }
@@ -154,7 +146,7 @@ async fn a_success_webhook_counts_only_as_what_the_provider_itself_answers() {
     assert!(app.sim.finish(&task.task_id, Outcome::Succeed));
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
     let provider_url = format!("{}/files/{}.mp4", app.sim.url(), task.task_id);
-    assert_eq!(done["result"]["videos"][0]["url"], provider_url.as_str());
+    assert_eq!(app.source_urls(&id).await, std::slice::from_ref(&provider_url));
     assert_eq!(done["charged"], KLING_COST, "settled at the provider's usage, not the webhook's");
 
     // Replaying the forgery afterwards is recorded and changes nothing.
@@ -162,7 +154,7 @@ async fn a_success_webhook_counts_only_as_what_the_provider_itself_answers() {
     let seen = events(&app.admin_generation(&id).await).len();
     assert_eq!(app.post_json(&callback_url, &forged).await, 200);
     app.events_beyond(&id, seen).await;
-    assert_eq!(video_urls(&app, &id).await, [provider_url]);
+    assert_eq!(app.source_urls(&id).await, [provider_url]);
     assert_eq!(credits(&app, &user).await["balance"], 1000 - KLING_COST);
     reconciled_by_gengatectl(&app).await;
 }
@@ -289,7 +281,7 @@ async fn result_urls_that_parsers_read_differently_are_refused() {
         );
     }
     assert_eq!(app.admin_generation(&id).await["status"], "submitted");
-    assert!(video_urls(&app, &id).await.is_empty());
+    assert!(app.source_urls(&id).await.is_empty());
 }
 
 #[tokio::test]

@@ -50,14 +50,52 @@ enum Command {
     /// One generation: inspect it, or intervene.
     #[command(subcommand)]
     Generation(GenerationCommand),
+    /// Result files in gengate's storage: copy failed ones again, delete old ones.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveCommand {
+    /// Copy failed result files again: one generation's, or every failed one (`--failed`).
+    Retry {
+        /// The generation.
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        generation: Option<GenerationId>,
+        /// Every generation with a failed file.
+        #[arg(long)]
+        failed: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the stored files of generations that ended before a time (their records stay).
+    Purge {
+        /// How old: "90d", "12h", …
+        #[arg(long, value_parser = parse_age)]
+        older_than: std::time::Duration,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    ctl::output::parse_duration(text)
 }
 
 #[derive(Debug, Args)]
 struct DlqFilter {
-    /// Only dead letters from this queue: jobs, events or poll.
+    /// Only dead letters from this queue: jobs, events, poll or archive.
     #[arg(long)]
     queue: Option<String>,
-    /// Only this message kind (job.submit, event.provider_update, event.failure, event.canceled, poll.task).
+    /// Only this message kind (job.submit, event.provider_update, event.failure, event.canceled, poll.task, generation.archive).
     #[arg(long)]
     kind: Option<String>,
     /// Only dead letters about this generation.
@@ -333,6 +371,12 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<bool> {
         }
         Command::Credits(CreditsCommand::Show { user, limit, json }) => {
             admin::show_credits(&settings, user, limit, json).await?
+        }
+        Command::Archive(ArchiveCommand::Retry { generation, failed: _, json }) => {
+            ctl::archive::retry(&settings, generation, json).await?
+        }
+        Command::Archive(ArchiveCommand::Purge { older_than, dry_run, yes, json }) => {
+            ctl::archive::purge(&settings, older_than, dry_run, yes, json).await?
         }
         Command::Generation(command) => match command {
             GenerationCommand::Show { id, json } => {

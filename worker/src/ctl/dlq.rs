@@ -6,13 +6,11 @@
 //! dead-letter queue only after the broker confirmed the copy; the handlers' idempotency makes
 //! replaying an event that was already applied harmless.
 
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use gengate_shared::config::Settings;
 use gengate_shared::queue::{Broker, Outgoing, WorkQueue};
-use indicatif::{ProgressBar, ProgressStyle};
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
@@ -21,7 +19,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::output::{self, Table};
+use super::output::{self, Progress, Table, confirm};
 use super::{Refused, connect_broker};
 use crate::consumer::{ERROR_HEADER, ERROR_KIND_HEADER, FAILED_AT_HEADER, ORIGINAL_QUEUE_HEADER};
 
@@ -56,6 +54,7 @@ impl Filter {
                 "jobs" => broker.topology().queue(WorkQueue::Jobs),
                 "events" => broker.topology().queue(WorkQueue::Events),
                 "poll" => broker.topology().queue(WorkQueue::Poll),
+                "archive" => broker.topology().queue(WorkQueue::Archive),
                 other => other.to_owned(),
             };
             if letter.original_queue.as_deref() != Some(full.as_str()) {
@@ -552,61 +551,4 @@ pub async fn stats(settings: &Settings, json: bool) -> anyhow::Result<()> {
     }
     println!("\n{}\n\n{}", kinds.render(), reasons.render());
     Ok(())
-}
-
-fn confirm(question: &str) -> anyhow::Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        return Ok(false);
-    }
-    eprint!("{question} type 'yes' to confirm: ");
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    Ok(answer.trim() == "yes")
-}
-
-/// A progress bar on a terminal; a line every 10% elsewhere (logs, CI), nothing with `--json`.
-struct Progress {
-    bar: Option<ProgressBar>,
-    total: u64,
-    done: std::cell::Cell<u64>,
-    quiet: bool,
-    what: &'static str,
-}
-
-impl Progress {
-    fn new(total: u64, what: &'static str, quiet: bool) -> Self {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::new(total);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            bar.set_message(what);
-            bar
-        });
-        Self { bar, total, done: std::cell::Cell::new(0), quiet, what }
-    }
-
-    fn inc(&self) {
-        let done = self.done.get() + 1;
-        self.done.set(done);
-        match &self.bar {
-            Some(bar) => bar.inc(1),
-            None if !self.quiet
-                && (done * 10 / self.total.max(1)) > ((done - 1) * 10 / self.total.max(1)) =>
-            {
-                eprintln!("{} {done}/{}", self.what, self.total);
-            }
-            None => {}
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish();
-        }
-    }
 }

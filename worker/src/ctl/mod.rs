@@ -5,6 +5,7 @@
 //! operational failure (PostgreSQL or RabbitMQ unreachable, a publish not confirmed).
 
 pub mod admin;
+pub mod archive;
 pub mod dlq;
 pub mod output;
 

@@ -1,5 +1,8 @@
 //! How gengatectl prints: aligned tables for people, JSON (`--json`) for scripts.
 
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 /// A plain text table: a header row and data rows, columns padded to their widest cell.
@@ -113,5 +116,64 @@ mod tests {
         assert!(parse_duration("5y").is_err());
         assert_eq!(age(59), "59s");
         assert_eq!(age(3600), "1h");
+    }
+}
+
+/// Asks on a terminal; `false` without one (a script must pass `--yes`).
+pub fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!("{question} type 'yes' to confirm: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+/// A progress bar on a terminal; a line every 10% elsewhere (logs, CI), nothing with `--json`.
+#[derive(Debug)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    total: u64,
+    done: std::cell::Cell<u64>,
+    quiet: bool,
+    what: &'static str,
+}
+
+impl Progress {
+    pub fn new(total: u64, what: &'static str, quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(what);
+            bar
+        });
+        Self { bar, total, done: std::cell::Cell::new(0), quiet, what }
+    }
+
+    pub fn inc(&self) {
+        let done = self.done.get() + 1;
+        self.done.set(done);
+        match &self.bar {
+            Some(bar) => bar.inc(1),
+            None if !self.quiet
+                && (done * 10 / self.total.max(1)) > ((done - 1) * 10 / self.total.max(1)) =>
+            {
+                eprintln!("{} {done}/{}", self.what, self.total);
+            }
+            None => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! changes it only through the conditional transitions of `gengate_shared::generation`, so a
 //! redelivered, duplicated or late message is harmless.
 
+mod archive;
 mod canceled;
 mod failure;
 mod poll;
@@ -83,6 +84,7 @@ pub async fn dispatch(
         MessageKind::Failure => failure::handle(ctx, envelope).await,
         MessageKind::Canceled => canceled::handle(ctx, envelope).await,
         MessageKind::PollTask => poll::handle(ctx, envelope).await,
+        MessageKind::Archive => archive::handle(ctx, envelope).await,
     }
 }
 

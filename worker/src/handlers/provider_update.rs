@@ -22,6 +22,7 @@ use gengate_shared::generation::failure::{Failure, FailureKind};
 use gengate_shared::generation::settle;
 use gengate_shared::generation::transitions::{self, Cause};
 use gengate_shared::ledger::LedgerError;
+use gengate_shared::outbox;
 use gengate_shared::providers::{ProviderError, ResultFile, TaskRef, TaskState, TaskUpdate};
 use gengate_shared::queue::Envelope;
 use gengate_shared::queue::envelope::payloads;
@@ -304,6 +305,10 @@ async fn succeeded(
             .bind(job.id)
             .execute(&ctx.pool)
             .await?;
+        // The copy of its files is in the outbox: wake the relays rather than wait for a sweep.
+        if let Err(err) = outbox::notify(&ctx.pool).await {
+            tracing::debug!(error = %err, "outbox NOTIFY not sent; the relays sweep");
+        }
     }
     Ok(Outcome::Done)
 }
