@@ -51,6 +51,8 @@ pub struct Directives {
     pub result_text: bool,
     /// `[[sim:result-size=N]]`: the result file is N bytes (not a real video), made as it is sent.
     pub result_size: Option<u64>,
+    /// `[[sim:result-redirect]]`: the result file redirects to a host no allowlist should hold.
+    pub result_redirect: bool,
 }
 
 impl Directives {
@@ -87,6 +89,7 @@ impl Directives {
             ("result-gone", None) => self.result_gone = true,
             ("result-stall", None) => self.result_stall = true,
             ("result-text", None) => self.result_text = true,
+            ("result-redirect", None) => self.result_redirect = true,
             ("result-size", Some(_)) if number().is_some() => self.result_size = number(),
             ("create-retry", Some(_)) if number().is_some() => {
                 self.create_retry = number().map_or(0, saturating_u32);
@@ -114,6 +117,7 @@ impl Directives {
             result_stall: false,
             result_text: false,
             result_size: None,
+            result_redirect: false,
             ..self.clone()
         } == Self::default();
         !timing_only

@@ -70,6 +70,10 @@ async fn serve(State(sim): State<Sim>, Path(name): Path<String>) -> Response {
     if directives.result_gone {
         return StatusCode::GONE.into_response();
     }
+    if directives.result_redirect {
+        let elsewhere = format!("{EVIL_ORIGIN}/files/{name}");
+        return (StatusCode::FOUND, [(header::LOCATION, elsewhere)]).into_response();
+    }
     if directives.result_stall {
         // The headers and a first chunk, then nothing: a reader times out.
         let stream = futures_util::stream::once(async {

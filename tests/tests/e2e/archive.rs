@@ -195,8 +195,11 @@ async fn sources_that_are_gone_too_large_or_not_videos_end_as_described() {
     let gone = app.submit_ok(&user, &sora("expired [[sim:result-gone]]")).await;
     let large = app.submit_ok(&user, &sora("huge [[sim:result-size=200000]]")).await;
     let text = app.submit_ok(&user, &sora("not a video [[sim:result-text]]")).await;
+    let moved = app.submit_ok(&user, &sora("elsewhere [[sim:result-redirect]]")).await;
 
-    for (id, detail) in [(&gone, "source_gone"), (&large, "too_large")] {
+    for (id, detail) in
+        [(&gone, "source_gone"), (&large, "too_large"), (&moved, "redirect_refused")]
+    {
         let done = archived(&app, &user, id).await;
         assert_eq!(done["status"], "completed", "the job is done whatever becomes of its copy");
         assert_eq!(done["charged"], SORA_COST);
@@ -226,7 +229,7 @@ async fn sources_that_are_gone_too_large_or_not_videos_end_as_described() {
     // Operators see the failures counted.
     let metrics = app.http.get(format!("{}/metrics", app.workers[0].url)).send().await.unwrap();
     let metrics = metrics.text().await.unwrap();
-    for reason in ["source_gone", "too_large"] {
+    for reason in ["source_gone", "too_large", "redirect_refused"] {
         assert!(
             metrics.contains(&format!("gengate_archive_failures_total{{reason=\"{reason}\"}} 1")),
             "{metrics}"
@@ -305,6 +308,41 @@ async fn archiving_twice_writes_once() {
         again["result"]["videos"][0]["size_bytes"],
         first["result"]["videos"][0]["size_bytes"]
     );
+}
+
+#[tokio::test]
+async fn old_results_are_purged_on_an_operators_word_after_a_dry_run() {
+    let app = TestApp::builder().workers(1).spawn().await;
+    let user = app.create_user(1000).await;
+    let id = app.submit_ok(&user, &sora("a lighthouse")).await;
+    archived(&app, &user, &id).await;
+    let objects = || walk(&app.log_dir().join("objects"));
+    assert_eq!(objects().len(), 2);
+
+    // Nothing is that old yet.
+    let none =
+        app.ctl_json(&["archive", "purge", "--older-than", "1d", "--dry-run", "--json"]).await;
+    assert_eq!(none["files"], 0);
+    // Everything that ended before now: a dry run says what would go, and deletes nothing.
+    let dry =
+        app.ctl_json(&["archive", "purge", "--older-than", "0s", "--dry-run", "--json"]).await;
+    assert_eq!((dry["files"].as_i64(), dry["generations"].as_i64()), (Some(1), Some(1)), "{dry}");
+    assert_eq!(dry["bytes"], TINY_MP4.len());
+    assert_eq!(objects().len(), 2);
+    // Without a terminal and without --yes, nothing is deleted.
+    let unconfirmed = app.ctl(&["archive", "purge", "--older-than", "0s"]).await;
+    assert_eq!(unconfirmed.status.code(), Some(2));
+    assert_eq!(objects().len(), 2);
+
+    let purged = app.ctl_json(&["archive", "purge", "--older-than", "0s", "--yes", "--json"]).await;
+    assert_eq!(purged["purged"], 1, "{purged}");
+    assert!(objects().is_empty(), "the video and its poster are deleted");
+    let view = app.wait_for_status(&user, &id, "completed", WAIT).await;
+    let file = &view["result"]["videos"][0];
+    assert_eq!(file["archive_status"], "purged");
+    assert!(file["url"].as_str().unwrap().starts_with(app.sim.url()), "{file}");
+    assert!(file["poster_url"].is_null());
+    app.assert_reconciled().await;
 }
 
 /// The most memory a process has held (`VmHWM`, resident), in bytes.
