@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use super::output::{self, Table};
+use super::output::{self, Table, rfc3339};
 use super::{Refused, connect_db};
 
 /// `gengatectl users create`.
@@ -70,13 +70,13 @@ pub async fn list_keys(settings: &Settings, user: UserId, json: bool) -> anyhow:
         return Ok(());
     }
     let mut table = Table::new(&["id", "prefix", "name", "created", "last used", "revoked"]);
-    let when = |t: Option<OffsetDateTime>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());
+    let when = |t: Option<OffsetDateTime>| t.map_or_else(|| "-".to_owned(), rfc3339);
     for key in keys {
         table.row(vec![
             key.id.to_string(),
             key.prefix,
             key.name.unwrap_or_default(),
-            key.created_at.to_string(),
+            rfc3339(key.created_at),
             when(key.last_used_at),
             when(key.revoked_at),
         ]);
@@ -101,7 +101,7 @@ pub async fn revoke_key(settings: &Settings, key: ApiKeyId, json: bool) -> anyho
         revoked.id,
         revoked.prefix,
         revoked.user_id,
-        revoked.revoked_at.map(|t| t.to_string()).unwrap_or_default()
+        revoked.revoked_at.map(rfc3339).unwrap_or_default()
     );
     Ok(())
 }
@@ -355,8 +355,4 @@ async fn require_user(pool: &PgPool, user: UserId) -> anyhow::Result<()> {
         .context("reading the user")?
         .ok_or_else(|| Refused(format!("no user {user}")))?;
     Ok(())
-}
-
-fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

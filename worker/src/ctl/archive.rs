@@ -62,13 +62,16 @@ pub async fn purge(
     let bytes: i64 = objects.iter().filter_map(|o| o.size_bytes).sum();
     let generations: std::collections::BTreeSet<_> =
         objects.iter().map(|o| o.generation_id).collect();
+    let cutoff_text = output::rfc3339(cutoff);
     let summary = json!({"files": objects.len(), "generations": generations.len(), "bytes": bytes,
-                         "ended_before": cutoff.to_string(), "dry_run": dry_run});
+                         "ended_before": cutoff_text, "dry_run": dry_run});
     if objects.is_empty() {
         if json {
             return output::json(&summary);
         }
-        println!("nothing to purge: no archived file of a generation that ended before {cutoff}");
+        println!(
+            "nothing to purge: no archived file of a generation that ended before {cutoff_text}"
+        );
         return Ok(());
     }
     if dry_run {
@@ -76,7 +79,7 @@ pub async fn purge(
             return output::json(&summary);
         }
         println!(
-            "would delete {} files ({} bytes, posters besides) of {} generations that ended before {cutoff}",
+            "would delete {} files ({} bytes, posters besides) of {} generations that ended before {cutoff_text}",
             objects.len(),
             bytes,
             generations.len()
@@ -84,7 +87,7 @@ pub async fn purge(
         return Ok(());
     }
     let question = format!(
-        "delete {} stored files ({bytes} bytes) of {} generations that ended before {cutoff}?",
+        "delete {} stored files ({bytes} bytes) of {} generations that ended before {cutoff_text}?",
         objects.len(),
         generations.len()
     );

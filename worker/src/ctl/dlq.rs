@@ -213,7 +213,7 @@ fn value_to_json(value: &AMQPValue) -> Value {
         AMQPValue::LongString(s) => json!(s.to_string()),
         AMQPValue::Timestamp(t) => OffsetDateTime::from_unix_timestamp(*t as i64)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .map(output::rfc3339)
             .map_or(json!(t), |s| json!(s)),
         AMQPValue::FieldArray(items) => {
             Value::Array(items.as_slice().iter().map(value_to_json).collect())
@@ -279,7 +279,7 @@ pub async fn list(
             .map(|l| {
                 json!({"message_id": l.message_id, "kind": l.kind, "generation_id": l.generation_id,
                        "routing_key": l.routing_key, "original_queue": l.original_queue, "deaths": l.deaths,
-                       "reason": l.reason, "error": l.error, "failed_at": l.failed_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())})
+                       "reason": l.reason, "error": l.error, "failed_at": l.failed_at.map(output::rfc3339)})
             })
             .collect();
         output::json(&json!({"total": total, "shown": rows.len(), "data": rows}))
@@ -449,9 +449,7 @@ async fn republish(
             headers.insert(key.clone(), value.clone());
         }
     }
-    let now = OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let now = output::rfc3339(OffsetDateTime::now_utc());
     headers.insert(
         ShortString::from("x-gengate-replayed-at"),
         AMQPValue::LongString(LongString::from(now)),

@@ -66,6 +66,11 @@ pub fn json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A time as RFC 3339 (`2026-12-01T09:02:41.68Z`).
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
 /// "3m", "2h", "5d": a short human age.
 pub fn age(seconds: i64) -> String {
     match seconds.max(0) {
