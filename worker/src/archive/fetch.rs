@@ -11,31 +11,8 @@ use gengate_shared::config::ArchiveSettings;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-/// Why a download did not give a file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
-    /// Trying again later may help (timeouts, connection errors, 5xx, 429).
-    #[error("{0}")]
-    Retryable(String),
-    /// It will not (the file is gone, too large, or somewhere gengate does not fetch from).
-    #[error("{reason}: {detail}")]
-    Permanent {
-        /// A short, stable name: `source_gone`, `too_large`, `redirect_refused`, `http_403`, ….
-        reason: &'static str,
-        /// What happened.
-        detail: String,
-    },
-}
-
-impl FetchError {
-    /// The short name of the reason, for metrics and the file's record.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            FetchError::Retryable(_) => "source_unreachable",
-            FetchError::Permanent { reason, .. } => reason,
-        }
-    }
-}
+use super::CopyError;
+use crate::providers::error_chain;
 
 /// A file on disk, with what was learnt while downloading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,9 +63,9 @@ impl Fetcher {
     }
 
     /// Downloads `url` into `dest` (created or truncated).
-    pub async fn fetch(&self, url: &str, dest: &Path) -> Result<Fetched, FetchError> {
+    pub async fn fetch(&self, url: &str, dest: &Path) -> Result<Fetched, CopyError> {
         if let Err(why) = self.allowlist.check(url) {
-            return Err(FetchError::Permanent {
+            return Err(CopyError::Permanent {
                 reason: "source_refused",
                 detail: format!("the source URL {why}"),
             });
@@ -106,7 +83,7 @@ impl Fetcher {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let io = |err: std::io::Error| FetchError::Retryable(format!("writing the file: {err}"));
+        let io = |err: std::io::Error| CopyError::Retryable(format!("writing the file: {err}"));
         let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -122,42 +99,30 @@ impl Fetcher {
         Ok(Fetched { size_bytes: size, sha256: hasher.finalize().into(), content_type })
     }
 
-    fn too_large(&self) -> FetchError {
-        FetchError::Permanent {
+    fn too_large(&self) -> CopyError {
+        CopyError::Permanent {
             reason: "too_large",
             detail: format!("larger than archive.max_file_bytes ({} bytes)", self.max_bytes),
         }
     }
 }
 
-fn status_error(status: reqwest::StatusCode) -> FetchError {
+fn status_error(status: reqwest::StatusCode) -> CopyError {
     let detail = format!("the source answered HTTP {}", status.as_u16());
     match status.as_u16() {
-        404 | 410 => FetchError::Permanent { reason: "source_gone", detail },
-        408 | 425 | 429 | 500..=599 => FetchError::Retryable(detail),
-        _ => FetchError::Permanent { reason: "source_refused", detail },
+        404 | 410 => CopyError::Permanent { reason: "source_gone", detail },
+        408 | 425 | 429 | 500..=599 => CopyError::Retryable(detail),
+        _ => CopyError::Permanent { reason: "source_refused", detail },
     }
 }
 
-fn send_error(err: reqwest::Error) -> FetchError {
+fn send_error(err: reqwest::Error) -> CopyError {
     if err.is_redirect() {
-        return FetchError::Permanent {
+        return CopyError::Permanent {
             reason: "redirect_refused",
-            detail: chain(&err.without_url()),
+            detail: error_chain(&err.without_url()),
         };
     }
     let what = if err.is_timeout() { "timed out" } else { "could not be read" };
-    FetchError::Retryable(format!("the source {what}: {}", chain(&err.without_url())))
-}
-
-/// An error with its causes, for the file's record (URLs left out: they are in the record).
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    CopyError::Retryable(format!("the source {what}: {}", error_chain(&err.without_url())))
 }

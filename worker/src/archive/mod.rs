@@ -12,9 +12,8 @@ use gengate_shared::generation::archive::{ArchivedFile, FileKind, ResultFileRow}
 use gengate_shared::storage;
 
 use crate::context::WorkerContext;
-use fetch::FetchError;
 
-/// Why a copy did not end with the file in storage.
+/// Why a copy (or its download) did not end with the file in storage.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CopyError {
     /// Trying again later may help.
@@ -23,20 +22,12 @@ pub enum CopyError {
     /// It will not: the file ends `failed` with this reason.
     #[error("{reason}: {detail}")]
     Permanent {
-        /// A short, stable name (`source_gone`, `too_large`, …).
+        /// A short, stable name: `source_gone`, `too_large`, `redirect_refused`,
+        /// `source_refused`.
         reason: &'static str,
         /// What happened.
         detail: String,
     },
-}
-
-impl From<FetchError> for CopyError {
-    fn from(err: FetchError) -> Self {
-        match err {
-            FetchError::Retryable(detail) => CopyError::Retryable(detail),
-            FetchError::Permanent { reason, detail } => CopyError::Permanent { reason, detail },
-        }
-    }
 }
 
 /// Copies one file; returns what was kept.

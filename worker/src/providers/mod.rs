@@ -27,6 +27,7 @@ pub use guarded::Guarded;
 pub use kie::KieClient;
 pub use kling::KlingClient;
 pub use limits::RateLimiter;
+pub(crate) use transport::error_chain;
 
 /// What a provider call returns: boxed so that [`ProviderClient`] stays object-safe.
 pub type ProviderFuture<'a, T> =

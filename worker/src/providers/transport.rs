@@ -1,7 +1,6 @@
 //! One HTTP exchange with a provider: the client every adapter builds, sending a request and
 //! reading its answer, and network failures turned into retryable errors.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use gengate_shared::config::ProviderLimits;
@@ -100,7 +99,12 @@ fn network_error(error: reqwest::Error) -> ProviderError {
         "network"
     };
     // The URL holds nothing secret, but the request's own error is enough; its causes say why.
-    let error = error.without_url();
+    let message = error_chain(&error.without_url());
+    ProviderError::Retryable { code: code.to_owned(), message, retry_after: None }
+}
+
+/// An error and its causes, `: `-separated (`error sending request: connection refused`).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -108,5 +112,5 @@ fn network_error(error: reqwest::Error) -> ProviderError {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    ProviderError::Retryable { code: code.to_owned(), message, retry_after: None }
+    message
 }
