@@ -4,6 +4,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use gengate_shared::accounts::AccountError;
+use gengate_shared::generation::cancel::CancelError;
+use gengate_shared::generation::submit::SubmitError;
 use gengate_shared::ledger::{self, LedgerError};
 use gengate_shared::problem::Problem;
 
@@ -76,6 +78,52 @@ impl From<AccountError> for ApiError {
     }
 }
 
+impl From<SubmitError> for ApiError {
+    fn from(err: SubmitError) -> Self {
+        match err {
+            SubmitError::IdempotencyConflict => Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "Idempotency key reused",
+                "this Idempotency-Key was already used with a different request",
+            )
+            .into(),
+            SubmitError::TooManyInFlight { limit, in_flight } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_in_flight",
+                "Too many jobs in flight",
+                format!("at most {limit} jobs may be queued or running at once"),
+            )
+            .with("limit", limit)
+            .with("in_flight", in_flight)
+            .into(),
+            SubmitError::Ledger(err) => err.into(),
+            SubmitError::Database(err) => err.into(),
+            SubmitError::IdempotencyRace => {
+                ApiError::Internal(anyhow::anyhow!("idempotency race did not settle after retries"))
+            }
+        }
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(err: CancelError) -> Self {
+        match err {
+            CancelError::NotFound => ApiError::NotFound,
+            CancelError::NotCancelable(status) => Problem::new(
+                StatusCode::CONFLICT,
+                "not_cancelable",
+                "Not cancelable",
+                format!("the generation is already {status}"),
+            )
+            .with("generation_status", status.as_str())
+            .into(),
+            CancelError::Ledger(err) => err.into(),
+            CancelError::Database(err) => err.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
@@ -106,7 +154,7 @@ impl IntoResponse for ApiError {
                     "Validation failed",
                     format!("invalid fields: {detail}"),
                 )
-                .with("errors", serde_json::to_value(errors).unwrap_or_default())
+                .with("errors", serde_json::to_value(errors).expect("field errors serialize"))
                 .into_response()
             }
             ApiError::Problem(problem) => problem.into_response(),

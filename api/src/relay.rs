@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use gengate_shared::db::Tx;
 use gengate_shared::outbox::{self, PendingMessage};
-use gengate_shared::queue::{Broker, Outgoing};
+use gengate_shared::queue::{Broker, Parcel, Route};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
@@ -138,8 +138,7 @@ async fn relay_batch(pool: &PgPool, broker: &Broker) -> Result<Batch, sqlx::Erro
         return Ok(Batch { published: 0, failed: 0 });
     }
     // Publish the whole batch at once; the confirms come back pipelined.
-    let exchange = broker.topology().exchange();
-    let results = join_all(pending.iter().map(|message| publish(broker, &exchange, message))).await;
+    let results = join_all(pending.iter().map(|message| publish(broker, message))).await;
     let mut sent = Vec::new();
     let mut failed = Vec::new();
     let mut last_error = String::new();
@@ -165,19 +164,16 @@ async fn relay_batch(pool: &PgPool, broker: &Broker) -> Result<Batch, sqlx::Erro
 
 async fn publish(
     broker: &Broker,
-    exchange: &str,
     message: &PendingMessage,
 ) -> Result<(), gengate_shared::queue::BrokerError> {
-    let body = serde_json::to_vec(&message.body).expect("JSON re-serializes");
-    broker
-        .publish(Outgoing {
-            exchange,
-            routing_key: &message.routing_key,
-            body: &body,
-            message_id: Some(message.message_id.to_string()),
-            headers: Default::default(),
-        })
-        .await
+    // The body goes out exactly as it was written in the submit's transaction.
+    let parcel = Parcel {
+        routing_key: message.routing_key.clone(),
+        body: serde_json::to_vec(&message.body).expect("JSON re-serializes"),
+        message_id: Some(message.message_id.to_string()),
+        headers: Default::default(),
+    };
+    broker.publish(parcel, Route::Now).await
 }
 
 async fn report_backlog(pool: &PgPool) {

@@ -14,6 +14,9 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::generation::{Billing, MediaType, Mode};
+use crate::providers::ProviderKind;
+
 /// The defaults every layer starts from; `deploy/gengate.example.toml` documents each key.
 pub const DEFAULTS: &str = include_str!("config/defaults.toml");
 
@@ -242,7 +245,7 @@ pub struct ModelSettings {
     #[serde(default = "enabled")]
     pub enabled: bool,
     /// `kling` or `kie`.
-    pub provider: String,
+    pub provider: ProviderKind,
     /// The model family at the provider (see docs/providers.md).
     pub provider_model: String,
     /// Fixed options passed to the provider adapter (e.g. Kling `mode = "pro"`).
@@ -250,13 +253,13 @@ pub struct ModelSettings {
     pub options: BTreeMap<String, String>,
     /// `video` or `image`.
     #[serde(rename = "type")]
-    pub media: String,
-    /// `prepaid` (reserve at submit) or `postpaid` (check at submit, charge on success).
-    pub billing: String,
+    pub media: MediaType,
+    /// `prepaid` (reserve at submit) or `postpaid` (hold at submit, charge on success).
+    pub billing: Billing,
     /// Credits per 5-second unit (video) or per image.
     pub base_price: i64,
     /// Modes offered.
-    pub modes: Vec<String>,
+    pub modes: Vec<Mode>,
     /// Durations offered in seconds (video); the first is the default.
     #[serde(default)]
     pub durations: Vec<u32>,

@@ -11,6 +11,7 @@ pub mod db;
 pub mod generation;
 pub mod ids;
 pub mod ledger;
+pub mod names;
 pub mod ops;
 pub mod outbox;
 pub mod pagination;

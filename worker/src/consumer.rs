@@ -11,29 +11,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use gengate_shared::queue::topology::DELAY_HEADER;
-use gengate_shared::queue::{Broker, BrokerError, Envelope, Outgoing, WorkQueue};
+use gengate_shared::queue::route::delivery_count;
+use gengate_shared::queue::{BrokerError, DeadLetterNote, Envelope, Parcel, Route, WorkQueue};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use time::OffsetDateTime;
+use lapin::types::FieldTable;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::context::WorkerContext;
-use crate::handlers::{self, HandlerError, Outcome};
-
-/// Header with the kind of the last error of a dead-lettered message.
-pub const ERROR_KIND_HEADER: &str = "x-gengate-error-kind";
-/// Header with the last error's message.
-pub const ERROR_HEADER: &str = "x-gengate-error";
-/// Header naming the queue the message was taken from.
-pub const ORIGINAL_QUEUE_HEADER: &str = "x-gengate-original-queue";
-/// Header with the time it was dead-lettered (RFC 3339).
-pub const FAILED_AT_HEADER: &str = "x-gengate-failed-at";
+use crate::handlers::{self, Outcome};
 
 /// Consumes `queue` until `shutdown`, then stops taking messages, lets the ones in hand finish
 /// (up to `grace`), and returns. Whatever is still unacknowledged goes back to the queue when the
@@ -138,7 +129,7 @@ fn connection_replaced(queue: &str) -> BrokerError {
 /// How many times a message may fail in a handler (counting the broker's redeliveries) before it
 /// is dead-lettered with its last error. Below the queue's `x-delivery-limit`, so the worker, which
 /// knows the error, normally decides; the broker's limit only catches messages whose worker died
-/// each time.
+/// each time. A fatal error (see `HandlerError::Fatal`) is dead-lettered on its first failure.
 fn failure_budget(ctx: &WorkerContext) -> u64 {
     u64::from(ctx.settings.amqp.delivery_limit.saturating_sub(1).max(1)).min(5)
 }
@@ -148,70 +139,76 @@ async fn handle(ctx: &WorkerContext, queue: &str, delivery: Delivery) {
         Ok(envelope) => envelope,
         Err(err) => {
             metrics::counter!("gengate_messages_handled_total", "queue" => queue.to_owned(), "outcome" => "poison").increment(1);
+            tracing::warn!(queue, error = %err, "unparsable message; dead-lettering");
             dead_letter(ctx, queue, &delivery, "unparsable", &err.to_string()).await;
             return;
         }
     };
+    // Every line the handler logs carries the message's span: its generation and message ids.
+    let span = tracing::info_span!(
+        "message",
+        kind = envelope.kind.routing_key(),
+        generation_id = %envelope.generation_id,
+        message_id = %envelope.message_id,
+        attempt = envelope.attempt,
+    );
+    handle_envelope(ctx, queue, &delivery, &envelope).instrument(span).await;
+}
+
+async fn handle_envelope(
+    ctx: &WorkerContext,
+    queue: &str,
+    delivery: &Delivery,
+    envelope: &Envelope,
+) {
     let started = std::time::Instant::now();
-    let span = tracing::info_span!("message", kind = envelope.kind.routing_key(), generation_id = %envelope.generation_id, message_id = %envelope.message_id, attempt = envelope.attempt);
-    let outcome = {
-        let _enter = span.enter();
-        tracing::debug!("handling");
-        drop(_enter);
-        handlers::dispatch(ctx, &envelope, delivery.redelivered).await
-    };
+    tracing::debug!("handling");
+    let outcome = handlers::dispatch(ctx, envelope, delivery.redelivered).await;
     let label = match &outcome {
         Ok(Outcome::Done) => "done",
         Ok(Outcome::Retry { .. }) => "retry",
         Ok(Outcome::DeadLetter { .. }) => "dead_letter",
+        Err(err) if err.is_fatal() => "fatal",
         Err(_) => "error",
     };
     metrics::counter!("gengate_messages_handled_total", "queue" => queue.to_owned(), "outcome" => label).increment(1);
     metrics::histogram!("gengate_message_handling_seconds", "kind" => envelope.kind.routing_key())
         .record(started.elapsed().as_secs_f64());
     match outcome {
-        Ok(Outcome::Done) => ack(&delivery).await,
+        Ok(Outcome::Done) => ack(delivery).await,
         Ok(Outcome::Retry { delay, reason }) => {
             let retry = envelope.retry();
-            match publish_delayed(ctx, &retry, delay).await {
+            match ctx.broker.send(&retry, Route::Delayed(delay)).await {
                 Ok(()) => {
-                    tracing::info!(parent: &span, ?delay, reason, next_attempt = retry.attempt, "retrying later");
-                    ack(&delivery).await;
+                    tracing::info!(?delay, reason, next_attempt = retry.attempt, "retrying later");
+                    ack(delivery).await;
                 }
                 Err(err) => {
-                    tracing::warn!(parent: &span, error = %err, "could not schedule the retry; returning the message");
-                    nack_requeue(&delivery).await;
+                    tracing::warn!(error = %err, "could not schedule the retry; returning the message");
+                    nack_requeue(delivery).await;
                 }
             }
         }
         Ok(Outcome::DeadLetter { kind, message }) => {
-            tracing::warn!(parent: &span, kind, message, "dead-lettering");
-            dead_letter(ctx, queue, &delivery, kind, &message).await;
+            tracing::warn!(kind, message, "dead-lettering");
+            dead_letter(ctx, queue, delivery, kind, &message).await;
+        }
+        Err(err) if err.is_fatal() => {
+            tracing::error!(kind = err.kind(), error = %err, "cannot be handled until an operator acts; dead-lettering");
+            dead_letter(ctx, queue, delivery, err.kind(), &err.to_string()).await;
         }
         Err(err) => {
-            let failures = delivery_count(&delivery) + 1;
+            let failures = delivery_count(delivery.properties.headers().as_ref()) + 1;
             if failures >= failure_budget(ctx) {
-                tracing::error!(parent: &span, error = %err, failures, "handler keeps failing; dead-lettering");
-                dead_letter(ctx, queue, &delivery, err.kind(), &err.to_string()).await;
+                tracing::error!(error = %err, failures, "handler keeps failing; dead-lettering");
+                dead_letter(ctx, queue, delivery, err.kind(), &err.to_string()).await;
             } else {
                 // Hold the message a moment so a dependency that is down is not hammered.
-                tracing::warn!(parent: &span, error = %err, failures, "handler failed; the message goes back to the queue");
+                tracing::warn!(error = %err, failures, "handler failed; the message goes back to the queue");
                 tokio::time::sleep(Duration::from_millis(250 * failures)).await;
-                nack_requeue(&delivery).await;
+                nack_requeue(delivery).await;
             }
         }
-    }
-}
-
-/// Deliveries of this message before this one (quorum queues count them in `x-delivery-count`).
-fn delivery_count(delivery: &Delivery) -> u64 {
-    let Some(headers) = delivery.properties.headers() else { return 0 };
-    match headers.inner().get("x-delivery-count") {
-        Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::LongInt(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::LongUInt(n)) => u64::from(*n),
-        Some(AMQPValue::ShortInt(n)) => u64::try_from(*n).unwrap_or(0),
-        _ => 0,
     }
 }
 
@@ -229,46 +226,6 @@ async fn nack_requeue(delivery: &Delivery) {
     }
 }
 
-/// Publishes `envelope` to the delay tier covering `delay`; it comes back to its queue after the
-/// tier's TTL.
-pub async fn publish_delayed(
-    ctx: &WorkerContext,
-    envelope: &Envelope,
-    delay: Duration,
-) -> Result<(), BrokerError> {
-    let topology = ctx.broker.topology();
-    let tier = topology.tier_for(delay);
-    let mut headers = FieldTable::default();
-    headers.insert(
-        DELAY_HEADER.into(),
-        AMQPValue::LongString(LongString::from(tier.as_millis().to_string())),
-    );
-    let body = envelope.to_bytes();
-    ctx.broker
-        .publish(Outgoing {
-            exchange: &topology.delay_exchange(),
-            routing_key: envelope.kind.routing_key(),
-            body: &body,
-            message_id: Some(envelope.message_id.to_string()),
-            headers,
-        })
-        .await
-}
-
-/// Publishes `envelope` to its queue now.
-pub async fn publish(broker: &Broker, envelope: &Envelope) -> Result<(), BrokerError> {
-    let body = envelope.to_bytes();
-    broker
-        .publish(Outgoing {
-            exchange: &broker.topology().exchange(),
-            routing_key: envelope.kind.routing_key(),
-            body: &body,
-            message_id: Some(envelope.message_id.to_string()),
-            headers: FieldTable::default(),
-        })
-        .await
-}
-
 /// Moves a message to the dead-letter queue with its original routing key, body and headers plus
 /// the last error, then acknowledges it. If the dead-letter publish is not confirmed, the message
 /// goes back to its queue instead: nothing is dropped.
@@ -279,26 +236,9 @@ async fn dead_letter(
     kind: &str,
     message: &str,
 ) {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
-    headers.insert(ShortString::from(ERROR_KIND_HEADER), text(kind));
-    headers.insert(ShortString::from(ERROR_HEADER), text(&truncate(message, 2000)));
-    headers.insert(ShortString::from(ORIGINAL_QUEUE_HEADER), text(queue));
-    let now = OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    headers.insert(ShortString::from(FAILED_AT_HEADER), text(&now));
-    let message_id = delivery.properties.message_id().as_ref().map(|id| id.to_string());
-    let published = ctx
-        .broker
-        .publish(Outgoing {
-            exchange: &ctx.broker.topology().dead_letter_exchange(),
-            routing_key: delivery.routing_key.as_str(),
-            body: &delivery.data,
-            message_id,
-            headers,
-        })
-        .await;
+    let note = DeadLetterNote { error_kind: kind, error: message, original_queue: queue };
+    let published =
+        ctx.broker.publish(Parcel::from_delivery(delivery), Route::DeadLetter(note)).await;
     match published {
         Ok(()) => {
             metrics::counter!("gengate_dead_letters_total", "queue" => queue.to_owned(), "reason" => kind.to_owned()).increment(1);
@@ -307,29 +247,6 @@ async fn dead_letter(
         Err(err) => {
             tracing::error!(error = %err, "could not dead-letter; returning the message to its queue");
             nack_requeue(delivery).await;
-        }
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
-impl HandlerError {
-    /// A short, stable name for the error's kind (the dead-letter header and the metrics label).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            HandlerError::Database(_) => "database",
-            HandlerError::Broker(_) => "broker",
-            HandlerError::Ledger(_) => "ledger",
-            HandlerError::Other(_) => "internal",
         }
     }
 }

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 
 use crate::archive::fetch::Fetcher;
 use crate::providers::Registry;
+use crate::retry::RetryPolicies;
 
 /// The worker's handles and settings.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub struct WorkerContext {
     pub storage: Storage,
     /// Downloads result files (from allowlisted URLs only).
     pub fetcher: Fetcher,
+    /// How each kind of work is tried again.
+    pub retry: RetryPolicies,
 }
 
 impl WorkerContext {
@@ -43,6 +46,7 @@ impl WorkerContext {
         let storage = Storage::from_settings(&settings)?;
         let fetcher = Fetcher::new(&settings.archive, allowlist.clone())?;
         Ok(Self {
+            retry: RetryPolicies::from_settings(&settings),
             settings: Arc::new(settings),
             pool,
             broker,

@@ -14,6 +14,7 @@ pub mod ctl;
 pub mod handlers;
 pub mod providers;
 pub mod queue_depths;
+pub mod retry;
 pub mod sweeper;
 
 use std::path::PathBuf;

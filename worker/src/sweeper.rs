@@ -9,20 +9,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gengate_shared::generation::GenerationStatus;
-use gengate_shared::ids::GenerationId;
-use gengate_shared::queue::envelope::payloads;
-use gengate_shared::queue::{Envelope, MessageKind};
+use gengate_shared::generation::polling;
+use gengate_shared::generation::sweep::{self, SweepLock};
+use gengate_shared::queue::payloads::{self, FailureCause};
+use gengate_shared::queue::{Envelope, Route};
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::publish;
 use crate::context::WorkerContext;
 
-/// Arbitrary, fixed: the advisory lock that makes one sweeper run at a time.
-const SWEEP_LOCK: i64 = 0x67_656e_6761_7465;
 /// A poll this late, or a failure the sweeper sent this long ago for a job still queued, is
 /// considered lost.
-const LOST_AFTER_SECS: f64 = 60.0;
+const LOST_AFTER: Duration = Duration::from_secs(60);
 /// Most generations handled per sweep (the next sweep takes the rest).
 const BATCH: i64 = 500;
 
@@ -55,64 +52,31 @@ pub struct Sweep {
 
 /// One sweep (also called by tests).
 pub async fn sweep(ctx: &WorkerContext) -> anyhow::Result<Sweep> {
-    let mut conn = ctx.pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(SWEEP_LOCK)
-        .fetch_one(&mut *conn)
-        .await?;
-    if !locked {
+    let Some(lock) = SweepLock::try_acquire(&ctx.pool).await? else {
         return Ok(Sweep::default());
-    }
+    };
     let result = sweep_locked(ctx).await;
-    sqlx::query("SELECT pg_advisory_unlock($1)").bind(SWEEP_LOCK).execute(&mut *conn).await?;
+    lock.release().await?;
     result
 }
 
 async fn sweep_locked(ctx: &WorkerContext) -> anyhow::Result<Sweep> {
     let mut sweep = Sweep::default();
-    // Polls that are long overdue: send one now (with the number the lost one had, so if it was
-    // only late the two cannot both run), and mark it due now so the next sweep leaves it alone
-    // unless this one is lost too.
-    let overdue: Vec<(GenerationId, i32)> = sqlx::query_as(
-        "UPDATE generations SET next_poll_at = now()
-         WHERE id IN (SELECT id FROM generations
-                      WHERE next_poll_at < now() - make_interval(secs => $1)
-                      ORDER BY next_poll_at LIMIT $2)
-         RETURNING id, polls",
-    )
-    .bind(LOST_AFTER_SECS)
-    .bind(BATCH)
-    .fetch_all(&ctx.pool)
-    .await?;
-    for (id, polls) in overdue {
-        let poll = Envelope::new(MessageKind::PollTask, id, serde_json::json!({"poll": polls}));
-        publish(&ctx.broker, &poll).await?;
+    // Polls that are long overdue: send one now, with the number the lost one had, so if it was
+    // only late the two cannot both run.
+    for (id, poll) in polling::take_overdue(&ctx.pool, LOST_AFTER, BATCH).await? {
+        ctx.broker.send(&Envelope::of(id, &payloads::PollTask { poll }), Route::Now).await?;
         sweep.polls += 1;
     }
     // Queued jobs past their deadline never reached a provider: fail them (through the same event
-    // handle-failure uses, so the failure path is one). Marked as sent, like the polls above, so
-    // that workers behind on `gengate.events` get one failure per job, not one per sweep.
-    let stuck: Vec<GenerationId> = sqlx::query_scalar(
-        "UPDATE generations SET swept_at = now()
-         WHERE id IN (SELECT id FROM generations
-                      WHERE status = $1 AND deadline_at < now()
-                        AND (swept_at IS NULL OR swept_at < now() - make_interval(secs => $3))
-                      ORDER BY deadline_at LIMIT $2)
-         RETURNING id",
-    )
-    .bind(GenerationStatus::Queued.as_str())
-    .bind(BATCH)
-    .bind(LOST_AFTER_SECS)
-    .fetch_all(&ctx.pool)
-    .await?;
-    for id in stuck {
+    // handle-failure uses, so the failure path is one).
+    for id in sweep::take_queued_past_deadline(&ctx.pool, LOST_AFTER, BATCH).await? {
         let failure = payloads::Failure {
-            cause: "sweeper".into(),
+            cause: FailureCause::Sweeper,
             code: "deadline_exceeded".into(),
             reason: "never submitted to the provider before the deadline".into(),
         };
-        let message = Envelope::new(MessageKind::Failure, id, serde_json::to_value(&failure)?);
-        publish(&ctx.broker, &message).await?;
+        ctx.broker.send(&Envelope::of(id, &failure), Route::Now).await?;
         sweep.failures += 1;
     }
     metrics::counter!("gengate_sweeper_requeued_total", "what" => "poll")

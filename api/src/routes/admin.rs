@@ -8,10 +8,10 @@ use axum::routing::{delete, get, post};
 use gengate_shared::accounts::{self, NewUser};
 use gengate_shared::db;
 use gengate_shared::generation::store;
-use gengate_shared::ids::{ApiKeyId, GenerationId, UserId};
-use gengate_shared::ledger::{self, GrantSource, MAX_GRANT, NewGrant};
+use gengate_shared::ids::{ApiKeyId, GenerationId, GrantId, UserId};
+use gengate_shared::ledger::{self, GrantSource, GrantView, MAX_GRANT, NewGrant};
 use gengate_shared::validation::Text;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -143,6 +143,23 @@ struct CreateGrant {
     order_no: Option<String>,
 }
 
+/// The answer to a grant: the grant as it stands, and the debt it paid off.
+#[derive(Debug, Serialize)]
+struct GrantCreated {
+    #[serde(flatten)]
+    grant: GrantShown,
+    debt_settled: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum GrantShown {
+    /// Still holding credits.
+    Holding(GrantView),
+    /// Spent in full at once (on debt).
+    Spent { id: GrantId },
+}
+
 async fn create_grant(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -155,13 +172,14 @@ async fn create_grant(
     let grant = ledger::balance(&ctx.pool, user)
         .await?
         .and_then(|b| b.grants.into_iter().find(|g| g.id == outcome.grant_id));
-    let body = match grant {
-        Some(grant) => serde_json::to_value(grant).unwrap_or_default(),
-        // Fully spent already (e.g. on debt): still say what was granted.
-        None => json!({"id": outcome.grant_id}),
+    let body = GrantCreated {
+        grant: match grant {
+            Some(grant) => GrantShown::Holding(grant),
+            // Fully spent already (e.g. on debt): still say what was granted.
+            None => GrantShown::Spent { id: outcome.grant_id },
+        },
+        debt_settled: outcome.debt_settled,
     };
-    let mut body = body;
-    body["debt_settled"] = outcome.debt_settled.into();
     let status = if outcome.created {
         tracing::info!(user_id = %user, grant_id = %outcome.grant_id, amount = new.amount, "grant created");
         StatusCode::CREATED
@@ -173,9 +191,9 @@ async fn create_grant(
 
 fn validate_grant(user: UserId, body: CreateGrant) -> Result<NewGrant> {
     let mut errors = Vec::new();
-    let source = match body.source.as_deref().map(GrantSource::parse) {
-        Some(Some(source)) => Some(source),
-        Some(None) => {
+    let source = match body.source.as_deref().map(str::parse::<GrantSource>) {
+        Some(Ok(source)) => Some(source),
+        Some(Err(_)) => {
             errors
                 .push(FieldError::new("source", "must be one of order_pay, system_add, new_user"));
             None
@@ -239,12 +257,7 @@ async fn generation(
     State(ctx): State<ApiContext>,
     Path(id): Path<GenerationId>,
 ) -> Result<Response> {
-    let view = store::view(&ctx.pool, id, None).await?.ok_or(ApiError::NotFound)?;
-    let view = ctx.present(view).await?;
-    let ledger = ledger::generation_entries(&ctx.pool, id).await?;
-    let events = store::events(&ctx.pool, id).await?;
-    let mut body = serde_json::to_value(view).unwrap_or_default();
-    body["ledger"] = serde_json::to_value(ledger).unwrap_or_default();
-    body["events"] = serde_json::to_value(events).unwrap_or_default();
-    Ok(axum::Json(body).into_response())
+    let mut detail = store::detail(&ctx.pool, id).await?.ok_or(ApiError::NotFound)?;
+    detail.generation = ctx.present(detail.generation).await?;
+    Ok(axum::Json(detail).into_response())
 }

@@ -12,7 +12,6 @@ use gengate_shared::generation::store;
 use gengate_shared::generation::submit::{self, SubmitError, SubmitOutcome, SubmitRequest};
 use gengate_shared::ids::GenerationId;
 use gengate_shared::pagination::Cursor;
-use gengate_shared::problem::Problem;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -74,8 +73,7 @@ async fn create(
     let keys = &ctx.callback_keys;
     let outcome = db::transaction!(&ctx.pool, SubmitError, |tx| submit::submit(tx, &request, keys)
         .await?)
-    .await
-    .map_err(submit_error)?;
+    .await?;
     let (view, replayed) = match outcome {
         SubmitOutcome::Created(view) => {
             ctx.relay.wake();
@@ -89,32 +87,6 @@ async fn create(
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
-}
-
-fn submit_error(err: SubmitError) -> ApiError {
-    match err {
-        SubmitError::IdempotencyConflict => Problem::new(
-            StatusCode::CONFLICT,
-            "idempotency_conflict",
-            "Idempotency key reused",
-            "this Idempotency-Key was already used with a different request",
-        )
-        .into(),
-        SubmitError::TooManyInFlight { limit, in_flight } => Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_in_flight",
-            "Too many jobs in flight",
-            format!("at most {limit} jobs may be queued or running at once"),
-        )
-        .with("limit", limit)
-        .with("in_flight", in_flight - 1)
-        .into(),
-        SubmitError::Ledger(err) => err.into(),
-        SubmitError::Database(err) => err.into(),
-        SubmitError::IdempotencyRace => {
-            ApiError::Internal(anyhow::anyhow!("idempotency race did not settle after retries"))
-        }
-    }
 }
 
 async fn show(
@@ -141,7 +113,7 @@ async fn list(
 ) -> Result<Response> {
     let mut errors = Vec::new();
     let status = params.status.as_deref().and_then(|s| {
-        let status = GenerationStatus::parse(s);
+        let status = s.parse::<GenerationStatus>().ok();
         if status.is_none() {
             errors.push(FieldError::new(
                 "status",
@@ -179,21 +151,8 @@ async fn cancel_generation(
     Path(id): Path<GenerationId>,
 ) -> Result<Response> {
     let owner = caller.user_id;
-    let view = db::transaction!(&ctx.pool, CancelError, |tx| cancel::cancel(tx, id, owner).await?)
-        .await
-        .map_err(|err| match err {
-            CancelError::NotFound => ApiError::NotFound,
-            CancelError::NotCancelable(status) => Problem::new(
-                StatusCode::CONFLICT,
-                "not_cancelable",
-                "Not cancelable",
-                format!("the generation is already {status}"),
-            )
-            .with("generation_status", status.as_str())
-            .into(),
-            CancelError::Ledger(err) => err.into(),
-            CancelError::Database(err) => err.into(),
-        })?;
+    let view =
+        db::transaction!(&ctx.pool, CancelError, |tx| cancel::cancel(tx, id, owner).await?).await?;
     ctx.relay.wake();
     tracing::info!(generation_id = %id, "generation canceled by its owner");
     Ok(axum::Json(ctx.present(view).await?).into_response())

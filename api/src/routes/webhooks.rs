@@ -18,14 +18,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use gengate_shared::db;
-use gengate_shared::generation::{callback_token, failure, store};
+use gengate_shared::generation::{callback_token, failure, report, store};
 use gengate_shared::ids::GenerationId;
-use gengate_shared::outbox;
 use gengate_shared::problem::Problem;
 use gengate_shared::providers::{self, ProviderKind, TaskState, kie};
-use gengate_shared::queue::envelope::payloads;
-use gengate_shared::queue::{Envelope, MessageKind, Outgoing};
+use gengate_shared::queue::payloads::{self, FailureCause, UpdateSource};
+use gengate_shared::queue::{Envelope, Route};
 use gengate_shared::validation::Text;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -41,8 +39,8 @@ use crate::state::ApiContext;
 /// The provider ingress routes.
 pub fn routes(max_body_bytes: usize) -> Router<ApiContext> {
     Router::new()
-        .route("/api/generation/webhook", post(unified_webhook))
-        .route("/kling/callback/{generation_id}", post(kling_callback))
+        .route(callback_token::WEBHOOK_PATH, post(unified_webhook))
+        .route(callback_token::KLING_CALLBACK_ROUTE, post(kling_callback))
         .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 
@@ -135,9 +133,7 @@ async fn ingest(
         address.failed(ctx, "webhook_token");
         return Err(ApiError::Unauthorized("expired webhook token"));
     }
-    let provider = target.provider;
-    let kind = ProviderKind::parse(&provider)
-        .ok_or_else(|| anyhow::anyhow!("unknown provider {provider}"))?;
+    let kind = target.provider;
     let update = providers::parse_callback(kind, body).map_err(|err| {
         rejected("unparsable");
         tracing::info!(generation_id = %id, error = %err, "webhook body not understood");
@@ -173,29 +169,13 @@ async fn ingest(
     }
 
     let event = payloads::ProviderUpdate {
-        source: "webhook".into(),
+        source: UpdateSource::Webhook,
         update,
         payload_digest: Some(hex::encode(Sha256::digest(body))),
     };
-    let envelope = Envelope::new(
-        MessageKind::ProviderUpdate,
-        id,
-        serde_json::to_value(&event).expect("serializes"),
-    );
-    let bytes = envelope.to_bytes();
-    let published = ctx
-        .broker
-        .publish(Outgoing {
-            exchange: &ctx.broker.topology().exchange(),
-            routing_key: envelope.kind.routing_key(),
-            body: &bytes,
-            message_id: Some(envelope.message_id.to_string()),
-            headers: Default::default(),
-        })
-        .await;
-    match published {
+    match ctx.broker.send(&Envelope::of(id, &event), Route::Now).await {
         Ok(()) => {
-            metrics::counter!("gengate_webhooks_accepted_total", "provider" => provider)
+            metrics::counter!("gengate_webhooks_accepted_total", "provider" => kind.as_str())
                 .increment(1);
             Ok(axum::Json(json!({"ok": true})).into_response())
         }
@@ -265,26 +245,12 @@ async fn handle_failure(
     let Some(id) = id.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    let failure =
-        payloads::Failure { cause: "handle_failure".into(), code: "polling_failed".into(), reason };
-    let envelope = Envelope::new(
-        MessageKind::Failure,
-        id,
-        serde_json::to_value(&failure).expect("serializes"),
-    );
-    let queued = db::transaction!(&ctx.pool, ApiError, |tx| {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM generations WHERE id = $1)")
-                .bind(id)
-                .fetch_one(&mut **tx)
-                .await?;
-        if exists {
-            outbox::enqueue(tx, &envelope).await?;
-        }
-        exists
-    })
-    .await?;
-    if !queued {
+    let failure = payloads::Failure {
+        cause: FailureCause::HandleFailure,
+        code: "polling_failed".into(),
+        reason,
+    };
+    if !report::failure(&ctx.pool, id, &failure).await? {
         return Err(ApiError::NotFound);
     }
     ctx.relay.wake();

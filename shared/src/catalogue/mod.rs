@@ -130,33 +130,22 @@ impl Catalogue {
                 continue;
             }
             let mut bad = |what: String| problems.push(format!("models.{name}: {what}"));
-            let provider = ProviderKind::parse(&m.provider);
-            if provider.is_none() {
-                bad(format!("unknown provider {:?} (kling or kie)", m.provider));
-            }
-            let media = MediaType::parse(&m.media);
-            if media.is_none() {
-                bad(format!("unknown type {:?} (video or image)", m.media));
-            }
-            let billing = Billing::parse(&m.billing);
-            if billing.is_none() {
-                bad(format!("unknown billing {:?} (prepaid or postpaid)", m.billing));
-            }
+            let (provider, media, billing) = (m.provider, m.media, m.billing);
             if m.base_price <= 0 {
                 bad("base_price must be positive".into());
             }
             let mut modes = Vec::new();
             for mode in &m.modes {
-                match Mode::parse(mode) {
-                    Some(mode) if Some(mode.media()) == media => modes.push(mode),
-                    Some(_) => bad(format!("mode {mode} does not make a {}", m.media)),
-                    None => bad(format!("unknown mode {mode:?}")),
+                if mode.media() == media {
+                    modes.push(*mode);
+                } else {
+                    bad(format!("mode {mode} does not make a {media}"));
                 }
             }
             if modes.is_empty() {
                 bad("offers no modes".into());
             }
-            if media == Some(MediaType::Video) {
+            if media == MediaType::Video {
                 if m.durations.is_empty() || m.durations.contains(&0) {
                     bad("a video model needs positive durations".into());
                 }
@@ -196,29 +185,27 @@ impl Catalogue {
             if m.deadline_seconds == 0 {
                 bad("deadline_seconds must be positive".into());
             }
-            if let (Some(provider), Some(media), Some(billing)) = (provider, media, billing) {
-                models.insert(
-                    name.clone(),
-                    Model {
-                        name: name.clone(),
-                        provider,
-                        provider_model: m.provider_model.clone(),
-                        options: m.options.clone(),
-                        media,
-                        billing,
-                        base_price: m.base_price,
-                        modes,
-                        durations: m.durations.clone(),
-                        aspect_ratios: m.aspect_ratios.clone(),
-                        qualities,
-                        default_quality: m.default_quality.clone(),
-                        max_prompt_chars: m.max_prompt_chars,
-                        max_images: m.max_images,
-                        deadline: Duration::from_secs(m.deadline_seconds),
-                        units_per_5s: m.units_per_5s,
-                    },
-                );
-            }
+            models.insert(
+                name.clone(),
+                Model {
+                    name: name.clone(),
+                    provider,
+                    provider_model: m.provider_model.clone(),
+                    options: m.options.clone(),
+                    media,
+                    billing,
+                    base_price: m.base_price,
+                    modes,
+                    durations: m.durations.clone(),
+                    aspect_ratios: m.aspect_ratios.clone(),
+                    qualities,
+                    default_quality: m.default_quality.clone(),
+                    max_prompt_chars: m.max_prompt_chars,
+                    max_images: m.max_images,
+                    deadline: Duration::from_secs(m.deadline_seconds),
+                    units_per_5s: m.units_per_5s,
+                },
+            );
         }
         if settings.catalogue.version.trim().is_empty() {
             problems.push("catalogue.version must not be empty".into());

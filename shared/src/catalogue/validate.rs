@@ -158,7 +158,7 @@ impl Catalogue {
                 None
             }
             None => None,
-            Some(name) => match Mode::parse(name) {
+            Some(name) => match name.parse::<Mode>().ok() {
                 None => {
                     errors.add("mode", format!("unknown mode {name:?}"));
                     None

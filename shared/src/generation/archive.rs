@@ -11,11 +11,27 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::GenerationStatus;
 use super::transitions::{self, Cause};
 use crate::db::Tx;
 use crate::ids::GenerationId;
+use crate::names::named_enum;
 use crate::outbox;
-use crate::queue::{Envelope, MessageKind};
+use crate::queue::{Envelope, payloads};
+
+named_enum! {
+    /// Where a result file's copy into storage is.
+    pub enum ArchiveStatus ("archive status") {
+        /// Waiting for (or under) its copy; clients get the provider's URL.
+        Pending = "pending",
+        /// Copied: clients get links to gengate's copy.
+        Archived = "archived",
+        /// Not copied, for the recorded reason; clients keep the provider's URL.
+        Failed = "failed",
+        /// Its copy was deleted by retention (`gengatectl archive purge`).
+        Purged = "purged",
+    }
+}
 
 /// Which table a file lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -187,7 +203,8 @@ pub async fn record_outcome(
         detail.extend(outcome);
     }
     let cause = Cause { kind: "archive", detail: Some(detail), ..Cause::default() };
-    transitions::record(tx, file.generation_id, Some("completed"), None, &cause).await
+    transitions::record(tx, file.generation_id, Some(GenerationStatus::Completed), None, &cause)
+        .await
 }
 
 /// Makes the failed files of `generation` (or of every generation) pending again and queues a
@@ -219,7 +236,7 @@ pub async fn requeue_failed(
 
 /// Queues the copy of a generation's pending files (in the transaction that made them pending).
 pub async fn enqueue(tx: &mut Tx, generation: GenerationId) -> Result<(), sqlx::Error> {
-    outbox::enqueue(tx, &Envelope::new(MessageKind::Archive, generation, json!({}))).await
+    outbox::enqueue(tx, &Envelope::of(generation, &payloads::Archive {})).await
 }
 
 /// Files waiting to be copied, across all generations.

@@ -14,6 +14,32 @@ use subtle::ConstantTimeEq;
 
 use crate::config::WebhookSettings;
 use crate::ids::GenerationId;
+use crate::providers::ProviderKind;
+
+/// The route of kie.ai's (and every provider's unified) webhook: the generation and the token
+/// travel in the query.
+pub const WEBHOOK_PATH: &str = "/api/generation/webhook";
+/// The route of Kling's callback (its relay form carries the generation in the path), as axum
+/// writes it.
+pub const KLING_CALLBACK_ROUTE: &str = "/kling/callback/{generation_id}";
+
+/// The callback URL a provider is given for generation `id`: under `public_base_url`, on the
+/// route the API serves for `provider`, with the generation's `token`.
+pub fn callback_url(
+    public_base_url: &str,
+    provider: ProviderKind,
+    id: GenerationId,
+    token: &str,
+) -> String {
+    let base = public_base_url.trim_end_matches('/');
+    match provider {
+        ProviderKind::Kling => {
+            let path = KLING_CALLBACK_ROUTE.replace("{generation_id}", &id.to_string());
+            format!("{base}{path}?token={token}")
+        }
+        ProviderKind::Kie => format!("{base}{WEBHOOK_PATH}?generation_id={id}&token={token}"),
+    }
+}
 
 /// The server's callback-token keys by version.
 #[derive(Clone)]
@@ -152,6 +178,18 @@ mod tests {
         assert!(
             !debug.contains("old-key") && !debug.contains("new-key"),
             "Debug shows versions, not keys"
+        );
+    }
+
+    #[test]
+    fn callback_urls_name_the_generation_and_the_token_on_each_providers_route() {
+        let id = GenerationId::new();
+        let kling = callback_url("https://gw.example/", ProviderKind::Kling, id, "t0k");
+        assert_eq!(kling, format!("https://gw.example/kling/callback/{id}?token=t0k"));
+        let kie = callback_url("https://gw.example", ProviderKind::Kie, id, "t0k");
+        assert_eq!(
+            kie,
+            format!("https://gw.example/api/generation/webhook?generation_id={id}&token=t0k")
         );
     }
 }

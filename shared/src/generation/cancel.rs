@@ -1,16 +1,14 @@
 //! A client cancels its own job: `queued` or `submitted` becomes `canceled`, the credits come
 //! back, and a `canceled` event tells a worker to cancel upstream where the provider can.
 
-use serde_json::json;
-
 use super::store::{self, GenerationView};
-use super::transitions::{self, Cause, Changes};
+use super::transitions::{self, Cause, Changes, Transition};
 use super::{Billing, GenerationStatus};
 use crate::db::{Transient, Tx};
 use crate::ids::{GenerationId, UserId};
 use crate::ledger::{self, LedgerError};
 use crate::outbox;
-use crate::queue::{Envelope, MessageKind};
+use crate::queue::{Envelope, payloads};
 
 /// Why a cancel did nothing.
 #[derive(Debug, thiserror::Error)]
@@ -55,21 +53,13 @@ pub async fn cancel(
         return Err(CancelError::NotFound);
     }
     let cause = Cause::new("cancel");
-    let from = [GenerationStatus::Queued, GenerationStatus::Submitted];
-    let moved = transitions::transition(
-        tx,
-        id,
-        &from,
-        GenerationStatus::Canceled,
-        &cause,
-        &Changes::default(),
-    )
-    .await?;
+    let moved =
+        transitions::transition(tx, id, Transition::Cancel, &cause, &Changes::default()).await?;
     let Some(moved) = moved else {
         let view = store::view(&mut **tx, id, Some(owner)).await?.ok_or(CancelError::NotFound)?;
         return Err(CancelError::NotCancelable(view.status));
     };
-    match moved.billing() {
+    match moved.billing {
         Billing::Prepaid => {
             ledger::refund(tx, &moved.ledger(), "canceled").await?;
         }
@@ -77,7 +67,6 @@ pub async fn cancel(
             ledger::release_hold(tx, &moved.ledger(), "canceled").await?;
         }
     }
-    let payload = json!({"was": moved.from_status});
-    outbox::enqueue(tx, &Envelope::new(MessageKind::Canceled, id, payload)).await?;
+    outbox::enqueue(tx, &Envelope::of(id, &payloads::Canceled { was: moved.from })).await?;
     store::view(&mut **tx, id, Some(owner)).await?.ok_or(CancelError::NotFound)
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::failure::{Failure, FailureKind};
 use super::settle;
-use super::transitions::{self, Cause};
+use super::transitions::{self, Cause, Transition};
 use super::{GenerationStatus, MediaType};
 use crate::db::Tx;
 use crate::ids::{GenerationId, UserId};
@@ -36,16 +36,11 @@ fn operator_cause(reason: &str) -> Cause {
 async fn current(
     tx: &mut Tx,
     id: GenerationId,
-) -> Result<Option<(GenerationStatus, UserId, String, String)>, sqlx::Error> {
-    let row: Option<(String, UserId, String, String)> = sqlx::query_as(
-        "SELECT status, user_id, type, billing FROM generations WHERE id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.map(|(status, user, media, billing)| {
-        (GenerationStatus::parse(&status).unwrap_or(GenerationStatus::Failed), user, media, billing)
-    }))
+) -> Result<Option<(GenerationStatus, UserId, MediaType)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, user_id, type FROM generations WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
 }
 
 /// Fails a job that is still queued or submitted (stuck, or known lost upstream) and refunds it.
@@ -56,11 +51,10 @@ pub async fn fail(
     reason: &str,
 ) -> Result<OperatorOutcome, LedgerError> {
     let Some((status, ..)) = current(tx, id).await? else { return Ok(OperatorOutcome::NotFound) };
-    let from = [GenerationStatus::Queued, GenerationStatus::Submitted];
     let cause = operator_cause(reason);
     let charged = ledger::net_charge(&mut **tx, id).await?;
     let failure = Failure::with_detail(FailureKind::Operator, reason);
-    match settle::fail(tx, id, &from, &cause, &failure).await? {
+    match settle::fail(tx, id, Transition::Abandon, &cause, &failure).await? {
         Some(_) => {
             let refunded = charged - ledger::net_charge(&mut **tx, id).await?;
             Ok(OperatorOutcome::Done { refunded })
@@ -77,17 +71,13 @@ pub async fn refund(
     id: GenerationId,
     reason: &str,
 ) -> Result<OperatorOutcome, LedgerError> {
-    let Some((status, user_id, media, _)) = current(tx, id).await? else {
+    let Some((status, user_id, media)) = current(tx, id).await? else {
         return Ok(OperatorOutcome::NotFound);
     };
     match status {
         GenerationStatus::Queued | GenerationStatus::Submitted => fail(tx, id, reason).await,
         GenerationStatus::Completed => {
-            let generation = LedgerGeneration {
-                id,
-                user_id,
-                media: MediaType::parse(&media).unwrap_or(MediaType::Video),
-            };
+            let generation = LedgerGeneration { id, user_id, media };
             let refunded = ledger::refund(tx, &generation, &format!("operator: {reason}")).await?;
             sqlx::query("UPDATE generations SET final_cost = 0, updated_at = now() WHERE id = $1")
                 .bind(id)
@@ -95,15 +85,14 @@ pub async fn refund(
                 .await?;
             let mut cause = operator_cause(reason);
             cause.detail = Some(json!({"reason": reason, "refunded": refunded, "settled_at": 0}));
-            transitions::record(tx, id, Some("completed"), None, &cause).await?;
+            transitions::record(tx, id, Some(GenerationStatus::Completed), None, &cause).await?;
             if refunded == 0 {
                 return Ok(OperatorOutcome::Unchanged { status });
             }
             Ok(OperatorOutcome::Done { refunded })
         }
         GenerationStatus::Failed | GenerationStatus::Canceled => {
-            transitions::record(tx, id, Some(status.as_str()), None, &operator_cause(reason))
-                .await?;
+            transitions::record(tx, id, Some(status), None, &operator_cause(reason)).await?;
             Ok(OperatorOutcome::Unchanged { status })
         }
     }

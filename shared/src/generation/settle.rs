@@ -7,35 +7,35 @@ use serde_json::json;
 
 use super::archive;
 use super::failure::Failure;
-use super::transitions::{self, Cause, Changes, Transitioned};
+use super::transitions::{self, Cause, Changes, Transition, Transitioned};
 use super::{Billing, GenerationStatus, MediaType};
 use crate::db::Tx;
 use crate::ids::GenerationId;
 use crate::ledger::{self, LedgerError};
 use crate::providers::ResultFile;
 
-/// Fails a generation whose status is one of `from`: refunds a prepaid one, releases a postpaid
+/// Fails a generation by `transition` (one that leads to `failed`: [`Transition::RejectSubmission`],
+/// [`Transition::FailTask`] or [`Transition::Abandon`]): refunds a prepaid one, releases a postpaid
 /// one's hold (it was never charged). Its owner sees `failure.kind`'s code and text; what the
-/// provider said goes to the audit row. `None`: it was not in one of those states.
+/// provider said goes to the audit row. `None`: its status was not one the transition leaves.
 pub async fn fail(
     tx: &mut Tx,
     id: GenerationId,
-    from: &[GenerationStatus],
+    transition: Transition,
     cause: &Cause,
     failure: &Failure,
 ) -> Result<Option<Transitioned>, LedgerError> {
+    debug_assert_eq!(transition.to(), GenerationStatus::Failed, "{transition:?} does not fail");
     let kind = failure.kind;
     let changes = Changes {
         failure: Some((kind.code().to_owned(), kind.message().to_owned())),
         ..Changes::default()
     };
     let cause = Cause { detail: Some(failure.audit_detail(cause.detail.clone())), ..cause.clone() };
-    let Some(moved) =
-        transitions::transition(tx, id, from, GenerationStatus::Failed, &cause, &changes).await?
-    else {
+    let Some(moved) = transitions::transition(tx, id, transition, &cause, &changes).await? else {
         return Ok(None);
     };
-    match moved.billing() {
+    match moved.billing {
         Billing::Prepaid => {
             let reason = format!("{}: {}", cause.kind, kind.code());
             ledger::refund(tx, &moved.ledger(), &reason).await?;
@@ -44,8 +44,6 @@ pub async fn fail(
             ledger::release_hold(tx, &moved.ledger(), "failed").await?;
         }
     }
-    metrics::counter!("gengate_jobs_failed_total", "code" => kind.code(), "cause" => cause.kind)
-        .increment(1);
     Ok(Some(moved))
 }
 
@@ -79,16 +77,14 @@ pub async fn complete(
     let Some(cost) = cost else { return Ok(None) };
     let final_cost = final_cost.map_or(cost, |f| f.clamp(0, cost));
     let changes = Changes { final_cost: Some(final_cost), ..Changes::default() };
-    let from = [GenerationStatus::Submitted, GenerationStatus::Failed];
     let Some(moved) =
-        transitions::transition(tx, id, &from, GenerationStatus::Completed, cause, &changes)
-            .await?
+        transitions::transition(tx, id, Transition::Complete, cause, &changes).await?
     else {
         return Ok(None);
     };
     let generation = moved.ledger();
-    let debt_added = match (moved.billing(), moved.from()) {
-        (Billing::Prepaid, Some(GenerationStatus::Failed)) => {
+    let debt_added = match (moved.billing, moved.from) {
+        (Billing::Prepaid, GenerationStatus::Failed) => {
             let outcome = ledger::restore(tx, &generation, final_cost).await?;
             metrics::counter!("gengate_late_successes_total").increment(1);
             outcome.debt_added
@@ -106,7 +102,7 @@ pub async fn complete(
             detail: Some(json!({"debt_added": debt_added})),
             ..Cause::default()
         };
-        transitions::record(tx, id, Some("completed"), None, &detail).await?;
+        transitions::record(tx, id, Some(GenerationStatus::Completed), None, &detail).await?;
     }
     store_files(tx, id, generation.media, files).await?;
     // The files are the provider's, for now: their copy into gengate's storage is queued with

@@ -5,10 +5,12 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use time::OffsetDateTime;
 
-use super::GenerationStatus;
+use super::archive::ArchiveStatus;
 use super::failure::FailureKind;
+use super::{Billing, GenerationStatus, MediaType, Mode};
 use crate::ids::{GenerationId, UserId};
 use crate::pagination::Cursor;
+use crate::providers::ProviderKind;
 use crate::storage::{Storage, StorageError};
 
 /// Why a generation failed.
@@ -40,7 +42,7 @@ pub struct VideoView {
     pub size_bytes: Option<i64>,
     /// `pending` (being copied; `url` is the provider's), `archived`, `failed` (the provider's
     /// URL stays, as long as the provider serves it) or `purged` (deleted by retention).
-    pub archive_status: String,
+    pub archive_status: ArchiveStatus,
     /// Why it failed, or what an archived file lacks (`archived without a poster: not a video`).
     pub archive_detail: Option<String>,
     /// The stored object (operators' business; clients get links).
@@ -63,7 +65,7 @@ pub struct ImageView {
     /// Bytes, once archived.
     pub size_bytes: Option<i64>,
     /// As for videos.
-    pub archive_status: String,
+    pub archive_status: ArchiveStatus,
     /// As for videos.
     pub archive_detail: Option<String>,
     /// The stored object.
@@ -89,18 +91,18 @@ pub struct GenerationView {
     pub status: GenerationStatus,
     /// `video` or `image`.
     #[serde(rename = "type")]
-    pub media: String,
+    pub media: MediaType,
     /// The prompt template used.
     pub sub_type: Option<String>,
     /// The model.
     pub model: String,
     /// The mode.
-    pub mode: String,
+    pub mode: Mode,
     /// The request as the client sent it, after defaults (operators see the whole stored
     /// snapshot: the prompt as the provider receives it, adapter options, expected usage).
     pub params: Value,
     /// `prepaid` or `postpaid`.
-    pub billing: String,
+    pub billing: Billing,
     /// Price at submit.
     pub cost: i64,
     /// Net credits charged now.
@@ -133,7 +135,7 @@ impl GenerationView {
     ) -> Result<Self, StorageError> {
         let Some(result) = self.result.as_mut() else { return Ok(self) };
         for video in &mut result.videos {
-            if video.archive_status != "archived" {
+            if video.archive_status != ArchiveStatus::Archived {
                 continue;
             }
             if let Some(key) = &video.object_key {
@@ -144,7 +146,8 @@ impl GenerationView {
             }
         }
         for image in &mut result.images {
-            if let (Some(key), "archived") = (&image.object_key, image.archive_status.as_str()) {
+            if let (Some(key), ArchiveStatus::Archived) = (&image.object_key, image.archive_status)
+            {
                 image.url = storage.link(key, now_unix).await?;
             }
         }
@@ -156,13 +159,13 @@ impl GenerationView {
 #[derive(sqlx::FromRow)]
 pub(super) struct ViewRow {
     id: GenerationId,
-    status: String,
-    media: String,
+    status: GenerationStatus,
+    media: MediaType,
     sub_type: Option<String>,
     model: String,
-    mode: String,
+    mode: Mode,
     params: Value,
-    billing: String,
+    billing: Billing,
     cost: i64,
     charged: i64,
     progress: Option<i16>,
@@ -201,7 +204,7 @@ impl ViewRow {
     /// failure is in the words clients are told either way: a code stored before codes were
     /// stable (a provider's own) reads as a generic failure, so no provider text reaches a client.
     pub(super) fn into_view(self, for_operator: bool) -> GenerationView {
-        let status = GenerationStatus::parse(&self.status).unwrap_or(GenerationStatus::Failed);
+        let status = self.status;
         let failure = (self.failure_code.is_some() || self.failure_message.is_some()).then(|| {
             let kind = FailureKind::from_code(self.failure_code.as_deref().unwrap_or_default());
             Failure { code: kind.code().to_owned(), message: kind.message().to_owned() }
@@ -313,9 +316,9 @@ pub async fn list(
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EventView {
     /// Status before (`None` for the submit).
-    pub from_status: Option<String>,
+    pub from_status: Option<GenerationStatus>,
     /// Status after (`None`: recorded, not applied).
-    pub to_status: Option<String>,
+    pub to_status: Option<GenerationStatus>,
     /// What caused it.
     pub cause: String,
     /// The message that carried it.
@@ -344,15 +347,39 @@ pub async fn events(
     .await
 }
 
+/// Everything about one generation an operator looks at: the generation, its ledger entries and
+/// its audit log (`GET /admin/generations/{id}`, `gengatectl generation show`).
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerationDetail {
+    /// The generation.
+    #[serde(flatten)]
+    pub generation: GenerationView,
+    /// Its ledger entries, oldest first.
+    pub ledger: Vec<crate::ledger::EntryView>,
+    /// Its audit log, oldest first.
+    pub events: Vec<EventView>,
+}
+
+/// The generation with its ledger entries and audit log; `None` if there is none.
+pub async fn detail(
+    pool: &sqlx::PgPool,
+    id: GenerationId,
+) -> Result<Option<GenerationDetail>, sqlx::Error> {
+    let Some(generation) = view(pool, id, None).await? else { return Ok(None) };
+    let ledger = crate::ledger::generation_entries(pool, id).await?;
+    let events = events(pool, id).await?;
+    Ok(Some(GenerationDetail { generation, ledger, events }))
+}
+
 /// What webhook ingress needs to know of a generation to admit a callback for it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WebhookTarget {
-    /// Whose wire format the callback is in (stored name).
-    pub provider: String,
+    /// Whose wire format the callback is in.
+    pub provider: ProviderKind,
     /// SHA-256 of the generation's callback token.
     pub webhook_token_hash: Vec<u8>,
     /// Where the generation is.
-    pub status: String,
+    pub status: GenerationStatus,
     /// When it ended, if it did.
     pub completed_at: Option<OffsetDateTime>,
 }
@@ -362,11 +389,7 @@ impl WebhookTarget {
     /// runs, and for `window` after it ended (a late success may still restore a failed job;
     /// duplicates of a final callback are still answered), never after.
     pub fn token_alive(&self, now: OffsetDateTime, window: std::time::Duration) -> bool {
-        let running = matches!(
-            GenerationStatus::parse(&self.status),
-            Some(GenerationStatus::Queued | GenerationStatus::Submitted)
-        );
-        running || self.completed_at.is_none_or(|ended| now < ended + window)
+        self.status.is_in_flight() || self.completed_at.is_none_or(|ended| now < ended + window)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::catalogue::Submission;
 use crate::db::{Transient, Tx};
 use crate::ids::{ApiKeyId, GenerationId, UserId};
 use crate::ledger::{self, LedgerError, LedgerGeneration};
-use crate::queue::{Envelope, MessageKind};
+use crate::queue::{Envelope, payloads};
 
 /// Who submits, and how.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ pub enum SubmitError {
     TooManyInFlight {
         /// The user's limit.
         limit: i32,
-        /// Jobs queued or submitted, this one included.
+        /// Jobs already queued or submitted (the refused one not counted).
         in_flight: i64,
     },
     /// Not enough credits, or debt.
@@ -165,7 +165,7 @@ pub async fn submit(
     // answered plus the in-flight count: the hot path's round trips are its cost. The ledger
     // locked the user row above, so concurrent submits of this user count one at a time; a
     // refusal rolls the whole transaction back, these inserts included.
-    let envelope = Envelope::new(MessageKind::SubmitJob, id, json!({}));
+    let envelope = Envelope::of(id, &payloads::SubmitJob {});
     let detail = json!({"cost": submission.cost, "price_version": submission.catalogue_version});
     let sql = format!(
         "WITH event AS (
@@ -176,7 +176,7 @@ pub async fn submit(
          SELECT {VIEW_COLUMNS},
                 COALESCE(u.max_in_flight, $8) AS in_flight_limit,
                 (SELECT count(*) FROM generations f
-                 WHERE f.user_id = u.id AND f.status IN ('queued', 'submitted')) AS in_flight
+                 WHERE f.user_id = u.id AND f.status = ANY($9)) AS in_flight
          FROM generations g JOIN users u ON u.id = g.user_id
          WHERE g.id = $1 AND g.user_id = $2"
     );
@@ -189,12 +189,15 @@ pub async fn submit(
         .bind(envelope.kind.routing_key())
         .bind(serde_json::to_value(&envelope).expect("an envelope always serializes"))
         .bind(request.default_max_in_flight)
+        .bind(&GenerationStatus::IN_FLIGHT[..])
         .fetch_one(&mut **tx)
         .await?;
-    if accepted.in_flight > i64::from(accepted.in_flight_limit) {
+    // The count includes the row just inserted (and rolled back with this error).
+    let before = accepted.in_flight - 1;
+    if before >= i64::from(accepted.in_flight_limit) {
         return Err(SubmitError::TooManyInFlight {
             limit: accepted.in_flight_limit,
-            in_flight: accepted.in_flight,
+            in_flight: before,
         });
     }
     metrics::counter!("gengate_generations_submitted_total", "model" => model.name.clone())
@@ -215,7 +218,7 @@ struct Accepted {
 /// request was answered, whatever happened since.
 fn as_accepted(mut view: GenerationView) -> GenerationView {
     view.status = GenerationStatus::Queued;
-    view.charged = if view.billing == Billing::Prepaid.as_str() { view.cost } else { 0 };
+    view.charged = if view.billing == Billing::Prepaid { view.cost } else { 0 };
     view.progress = None;
     view.failure = None;
     view.result = None;

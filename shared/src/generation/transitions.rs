@@ -1,16 +1,19 @@
-//! The state machine: every change of a generation's status is one conditional update, made in
-//! the caller's transaction together with its ledger operation, and recorded in the audit log.
+//! The state machine: every change of a generation's status is one [`Transition`], made as one
+//! conditional update in the caller's transaction together with its ledger operation, and
+//! recorded in the audit log.
 //!
 //! ```text
-//! queued ──► submitted ──► completed
-//!   │            │    ▲
-//!   │            ▼    │ (a late success overrides a failure, and restores the charge)
-//!   ├────────► failed ┘
-//!   └──► canceled ◄── submitted
+//! queued ──Accept──► submitted ──Complete──► completed
+//!   │                  │     ▲
+//!   │      FailTask ───┤     │ Complete (a late success overrides a failure and restores the charge)
+//!   │                  ▼     │
+//!   ├─RejectSubmission─► failed ◄── Abandon (from queued or submitted)
+//!   └──────Cancel────► canceled ◄── Cancel (from submitted)
 //! ```
 //!
-//! `UPDATE … WHERE status = ANY(allowed)`: when zero rows change, another delivery got there first
-//! (or the generation is already final); the caller records that and moves on.
+//! `UPDATE … WHERE status = ANY(transition.from())`: when zero rows change, another delivery got
+//! there first (or the generation already ended); the caller records that and moves on.
+//! `completed` and `canceled` are terminal: no transition leaves them.
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -19,6 +22,61 @@ use super::{Billing, GenerationStatus, MediaType};
 use crate::db::Tx;
 use crate::ids::{GenerationId, UserId};
 use crate::ledger::LedgerGeneration;
+
+/// Every way a generation's status changes, with the statuses it may leave. Nothing else changes a
+/// status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transition {
+    /// A worker created the upstream task: `queued → submitted`.
+    Accept,
+    /// The upstream task could not be created, for good: `queued → failed`.
+    RejectSubmission,
+    /// The provider ended the task without a usable result, or its deadline passed:
+    /// `submitted → failed`.
+    FailTask,
+    /// A job that will not finish, reported (by a trusted server, an operator) or found past its
+    /// deadline by the sweeper: `queued | submitted → failed`.
+    Abandon,
+    /// The provider reported success: `submitted | failed → completed`.
+    Complete,
+    /// The client canceled: `queued | submitted → canceled`.
+    Cancel,
+}
+
+impl Transition {
+    /// Every transition.
+    pub const ALL: [Transition; 6] = [
+        Transition::Accept,
+        Transition::RejectSubmission,
+        Transition::FailTask,
+        Transition::Abandon,
+        Transition::Complete,
+        Transition::Cancel,
+    ];
+
+    /// The statuses it may leave.
+    pub fn from(self) -> &'static [GenerationStatus] {
+        use GenerationStatus::{Failed, Queued, Submitted};
+        match self {
+            Transition::Accept | Transition::RejectSubmission => &[Queued],
+            Transition::FailTask => &[Submitted],
+            Transition::Abandon | Transition::Cancel => &[Queued, Submitted],
+            Transition::Complete => &[Submitted, Failed],
+        }
+    }
+
+    /// The status it leads to.
+    pub fn to(self) -> GenerationStatus {
+        match self {
+            Transition::Accept => GenerationStatus::Submitted,
+            Transition::RejectSubmission | Transition::FailTask | Transition::Abandon => {
+                GenerationStatus::Failed
+            }
+            Transition::Complete => GenerationStatus::Completed,
+            Transition::Cancel => GenerationStatus::Canceled,
+        }
+    }
+}
 
 /// Why a transition is attempted: stored in the audit log.
 #[derive(Debug, Clone, Default)]
@@ -59,15 +117,16 @@ pub struct Transitioned {
     pub id: GenerationId,
     /// Its owner.
     pub user_id: UserId,
-    /// Its media type (stored name).
+    /// Its media type.
     #[sqlx(rename = "type")]
-    pub media: String,
-    /// Its billing (stored name).
-    pub billing: String,
+    pub media: MediaType,
+    /// Prepaid or postpaid.
+    pub billing: Billing,
     /// Its price at submit.
     pub cost: i64,
     /// The status it had.
-    pub from_status: String,
+    #[sqlx(rename = "from_status")]
+    pub from: GenerationStatus,
     /// When it was accepted.
     pub created_at: time::OffsetDateTime,
 }
@@ -75,35 +134,20 @@ pub struct Transitioned {
 impl Transitioned {
     /// The generation as the ledger sees it.
     pub fn ledger(&self) -> LedgerGeneration {
-        LedgerGeneration {
-            id: self.id,
-            user_id: self.user_id,
-            media: MediaType::parse(&self.media).unwrap_or(MediaType::Video),
-        }
-    }
-
-    /// Prepaid or postpaid.
-    pub fn billing(&self) -> Billing {
-        Billing::parse(&self.billing).unwrap_or(Billing::Prepaid)
-    }
-
-    /// The status it had.
-    pub fn from(&self) -> Option<GenerationStatus> {
-        GenerationStatus::parse(&self.from_status)
+        LedgerGeneration { id: self.id, user_id: self.user_id, media: self.media }
     }
 }
 
-/// Moves generation `id` to `to` if its status is one of `from`, and records the attempt either
-/// way. `None`: the status was not one of `from` (nothing changed but the audit log).
+/// Makes `transition` of generation `id` if its status is one the transition leaves, and records
+/// the attempt either way. `None`: it was not (nothing changed but the audit log).
 pub async fn transition(
     tx: &mut Tx,
     id: GenerationId,
-    from: &[GenerationStatus],
-    to: GenerationStatus,
+    transition: Transition,
     cause: &Cause,
     changes: &Changes,
 ) -> Result<Option<Transitioned>, sqlx::Error> {
-    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let (from, to) = (transition.from(), transition.to());
     let (failure_code, failure_message) = changes.failure.clone().unzip();
     let moved: Option<Transitioned> = sqlx::query_as(
         "WITH current AS (SELECT id, status FROM generations WHERE id = $1 FOR UPDATE)
@@ -122,8 +166,8 @@ pub async fn transition(
          RETURNING g.id, g.user_id, g.type, g.billing, g.cost, current.status AS from_status, g.created_at",
     )
     .bind(id)
-    .bind(&from)
-    .bind(to.as_str())
+    .bind(from)
+    .bind(to)
     .bind(&changes.remote_task_id)
     .bind(failure_code)
     .bind(failure_message)
@@ -131,30 +175,27 @@ pub async fn transition(
     .fetch_optional(&mut **tx)
     .await?;
     match &moved {
-        Some(m) => record(tx, id, Some(&m.from_status), Some(to.as_str()), cause).await?,
+        Some(m) => record(tx, id, Some(m.from), Some(to), cause).await?,
         None => {
-            let current: Option<String> =
+            let current: Option<GenerationStatus> =
                 sqlx::query_scalar("SELECT status FROM generations WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut **tx)
                     .await?;
             if current.is_some() {
-                record(tx, id, current.as_deref(), None, cause).await?;
+                record(tx, id, current, None, cause).await?;
             }
         }
     }
     if let Some(m) = &moved {
         metrics::counter!(
             "gengate_transitions_total",
-            "from" => m.from_status.clone(),
+            "from" => m.from.as_str(),
             "to" => to.as_str(),
             "cause" => cause.kind
         )
         .increment(1);
-        if matches!(
-            to,
-            GenerationStatus::Completed | GenerationStatus::Failed | GenerationStatus::Canceled
-        ) {
+        if !to.is_in_flight() {
             let age = time::OffsetDateTime::now_utc() - m.created_at;
             metrics::histogram!("gengate_generation_seconds_to_end", "status" => to.as_str())
                 .record(age.as_seconds_f64().max(0.0));
@@ -167,8 +208,8 @@ pub async fn transition(
 pub async fn record(
     tx: &mut Tx,
     id: GenerationId,
-    from: Option<&str>,
-    to: Option<&str>,
+    from: Option<GenerationStatus>,
+    to: Option<GenerationStatus>,
     cause: &Cause,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -186,4 +227,43 @@ pub async fn record(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use GenerationStatus::{Canceled, Completed, Failed, Queued, Submitted};
+
+    /// The edges the design allows (docs/design.md, "The generation state machine").
+    const ALLOWED: [(GenerationStatus, GenerationStatus); 7] = [
+        (Queued, Submitted),
+        (Queued, Failed),
+        (Queued, Canceled),
+        (Submitted, Completed),
+        (Submitted, Failed),
+        (Submitted, Canceled),
+        (Failed, Completed),
+    ];
+
+    #[test]
+    fn the_transitions_make_exactly_the_allowed_edges() {
+        let made: BTreeSet<_> = Transition::ALL
+            .iter()
+            .flat_map(|t| t.from().iter().map(move |from| (*from, t.to())))
+            .collect();
+        let allowed: BTreeSet<_> = ALLOWED.into_iter().collect();
+        assert_eq!(made, allowed);
+    }
+
+    #[test]
+    fn nothing_leaves_a_terminal_status_and_nothing_stays_put() {
+        for transition in Transition::ALL {
+            assert!(!transition.from().contains(&transition.to()), "{transition:?}");
+            assert!(transition.from().iter().all(|s| !s.is_terminal()), "{transition:?}");
+        }
+        let terminal: Vec<_> = GenerationStatus::ALL.iter().filter(|s| s.is_terminal()).collect();
+        assert_eq!(terminal, [&Completed, &Canceled]);
+    }
 }

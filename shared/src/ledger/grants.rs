@@ -1,48 +1,29 @@
 //! Grants: packages of credits a user receives, and paying debt out of them.
 
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::settlement::{draw, give_back, lock_user};
 use super::{LedgerError, TransType};
 use crate::db::Tx;
 use crate::ids::{GrantId, UserId};
+use crate::names::named_enum;
 
 /// The largest grant: sums of a user's credits stay far from overflowing 64 bits.
 pub const MAX_GRANT: i64 = 1_000_000_000_000;
 
-/// Where a grant's credits come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GrantSource {
-    /// The welcome grant of a new account.
-    NewUser,
-    /// A paid order; carries a unique order number.
-    OrderPay,
-    /// Added by an operator or the system.
-    SystemAdd,
+named_enum! {
+    /// Where a grant's credits come from (also the transaction type of its entry).
+    pub enum GrantSource ("grant source") {
+        /// The welcome grant of a new account.
+        NewUser = "new_user",
+        /// A paid order; carries a unique order number.
+        OrderPay = "order_pay",
+        /// Added by an operator or the system.
+        SystemAdd = "system_add",
+    }
 }
 
 impl GrantSource {
-    /// The stored name, also the transaction type of the grant's entry.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantSource::NewUser => "new_user",
-            GrantSource::OrderPay => "order_pay",
-            GrantSource::SystemAdd => "system_add",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "new_user" => Some(GrantSource::NewUser),
-            "order_pay" => Some(GrantSource::OrderPay),
-            "system_add" => Some(GrantSource::SystemAdd),
-            _ => None,
-        }
-    }
-
     fn trans_type(self) -> TransType {
         match self {
             GrantSource::NewUser => TransType::NewUser,

@@ -91,9 +91,9 @@ impl TransType {
             "debt_settlement" => TransType::DebtSettlement,
             other => {
                 if let Some(media) = other.strip_suffix("_generation_refund") {
-                    TransType::GenerationRefund(MediaType::parse(media)?)
+                    TransType::GenerationRefund(media.parse().ok()?)
                 } else {
-                    TransType::Generation(MediaType::parse(other.strip_suffix("_generation")?)?)
+                    TransType::Generation(other.strip_suffix("_generation")?.parse().ok()?)
                 }
             }
         })

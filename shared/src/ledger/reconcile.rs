@@ -11,6 +11,7 @@
 use serde::Serialize;
 use sqlx::PgExecutor;
 
+use crate::generation::{Billing, GenerationStatus};
 use crate::ids::UserId;
 
 /// A generation with its net charge.
@@ -18,8 +19,8 @@ use crate::ids::UserId;
 struct GenerationCharge {
     id: uuid::Uuid,
     user_id: UserId,
-    status: String,
-    billing: String,
+    status: GenerationStatus,
+    billing: Billing,
     cost: i64,
     final_cost: Option<i64>,
     net: i64,
@@ -113,11 +114,11 @@ pub async fn reconcile(
     .await?;
     report.generations = generations.len() as i64;
     for GenerationCharge { id, user_id, status, billing, cost, final_cost, net } in generations {
-        let expected = match (status.as_str(), billing.as_str()) {
-            ("completed", _) => final_cost.unwrap_or(cost),
-            ("failed" | "canceled", _) => 0,
-            (_, "prepaid") => cost,
-            _ => 0,
+        let expected = match (status, billing) {
+            (GenerationStatus::Completed, _) => final_cost.unwrap_or(cost),
+            (GenerationStatus::Failed | GenerationStatus::Canceled, _) => 0,
+            (_, Billing::Prepaid) => cost,
+            (_, Billing::Postpaid) => 0,
         };
         if net != expected {
             report.mismatches.push(Mismatch {
@@ -147,23 +148,24 @@ pub async fn reconcile(
     .await?;
     report.users = users.len() as i64;
 
-    let holds: Vec<(uuid::Uuid, UserId, String, String, i64, i64)> = sqlx::query_as(
+    let holds: Vec<(uuid::Uuid, UserId, GenerationStatus, Billing, i64, i64)> = sqlx::query_as(
         "SELECT g.id, g.user_id, g.status, g.billing, g.cost,
                 COALESCE((SELECT sum(h.amount) FROM credit_holds h
                           WHERE h.generation_id = g.id AND h.released_at IS NULL), 0)::bigint
          FROM generations g
          WHERE ($1::uuid IS NULL OR g.user_id = $1)
-           AND ((g.billing = 'postpaid' AND g.status IN ('queued', 'submitted'))
+           AND ((g.billing = $2 AND g.status = ANY($3))
                 OR EXISTS (SELECT 1 FROM credit_holds h
                            WHERE h.generation_id = g.id AND h.released_at IS NULL))",
     )
     .bind(user)
+    .bind(Billing::Postpaid)
+    .bind([GenerationStatus::Queued, GenerationStatus::Submitted])
     .fetch_all(executor)
     .await?;
     report.holds = holds.len() as i64;
     for (id, user_id, status, billing, cost, held) in holds {
-        let in_flight = matches!(status.as_str(), "queued" | "submitted");
-        let expected = if billing == "postpaid" && in_flight { cost } else { 0 };
+        let expected = if billing == Billing::Postpaid && status.is_in_flight() { cost } else { 0 };
         if held != expected {
             report.mismatches.push(Mismatch {
                 kind: "hold",

@@ -618,7 +618,7 @@ mod tests {
         let from_wrapped = parse_callback(wrapped.to_string().as_bytes()).unwrap();
         assert_eq!(from_bare, from_wrapped);
         assert_eq!(from_bare.external_id.as_deref(), Some(GENERATION));
-        assert!(from_bare.state.is_terminal());
+        assert!(from_bare.state.has_ended());
 
         let error = json!({"code": 1201, "message": "x", "data": {"task_id": "1"}});
         assert!(parse_callback(error.to_string().as_bytes()).is_err());

@@ -14,39 +14,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::generation::{GenerationParams, Mode};
 use crate::ids::GenerationId;
+use crate::names::named_enum;
 
-/// A provider gengate talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// Kling's own API (JWT auth).
-    Kling,
-    /// The kie.ai aggregator (Sora 2, Sora 2 Pro, Wan, Kling, images).
-    Kie,
-}
-
-impl ProviderKind {
-    /// The stored/config name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Kling => "kling",
-            ProviderKind::Kie => "kie",
-        }
-    }
-
-    /// Parses a stored/config name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "kling" => Some(ProviderKind::Kling),
-            "kie" => Some(ProviderKind::Kie),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for ProviderKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+named_enum! {
+    /// A provider gengate talks to.
+    pub enum ProviderKind ("provider") {
+        /// Kling's own API (JWT auth).
+        Kling = "kling",
+        /// The kie.ai aggregator (Sora 2, Sora 2 Pro, Wan, Kling, images).
+        Kie = "kie",
     }
 }
 
@@ -123,8 +99,10 @@ pub enum TaskState {
 }
 
 impl TaskState {
-    /// Succeeded or failed.
-    pub fn is_terminal(&self) -> bool {
+    /// The provider reports the task finished, successfully or not. A generation's own ending is
+    /// another matter ([`GenerationStatus::is_terminal`](crate::generation::GenerationStatus::is_terminal)):
+    /// a generation whose task failed stays open to a success that comes later.
+    pub fn has_ended(&self) -> bool {
         matches!(self, TaskState::Succeeded { .. } | TaskState::Failed { .. })
     }
 }

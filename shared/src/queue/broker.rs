@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::envelope::Envelope;
+use super::route::{Parcel, Route};
 use super::topology::Topology;
 use crate::config::{AmqpSettings, redact_url};
 
@@ -47,21 +48,6 @@ pub enum BrokerError {
     /// A protocol or I/O error.
     #[error("RabbitMQ error: {0}")]
     Amqp(#[from] lapin::Error),
-}
-
-/// A message to publish: routing, body and headers. Always persistent JSON.
-#[derive(Debug, Clone)]
-pub struct Outgoing<'a> {
-    /// The exchange (usually the topology's main exchange).
-    pub exchange: &'a str,
-    /// The routing key.
-    pub routing_key: &'a str,
-    /// The JSON body.
-    pub body: &'a [u8],
-    /// The AMQP `message_id` property.
-    pub message_id: Option<String>,
-    /// Extra headers.
-    pub headers: FieldTable,
 }
 
 /// The process's broker connection. Cheap to clone.
@@ -261,24 +247,30 @@ impl Broker {
         }
     }
 
-    /// Publishes one persistent message with publisher confirms and `mandatory`, and waits for the
-    /// broker's confirm (at most [`CONFIRM_TIMEOUT`]): `Ok` means the message is stored in every
-    /// queue it routes to.
-    pub async fn publish(&self, message: Outgoing<'_>) -> Result<(), BrokerError> {
+    /// Publishes `envelope` by `route` (see [`Broker::publish`]).
+    pub async fn send(&self, envelope: &Envelope, route: Route<'_>) -> Result<(), BrokerError> {
+        self.publish(Parcel::of(envelope), route).await
+    }
+
+    /// Publishes one persistent message by `route`, with publisher confirms and `mandatory`, and
+    /// waits for the broker's confirm (at most [`CONFIRM_TIMEOUT`]): `Ok` means the message is
+    /// stored in every queue it routes to. The one way gengate publishes.
+    pub async fn publish(&self, parcel: Parcel, route: Route<'_>) -> Result<(), BrokerError> {
+        let (exchange, parcel) = parcel.route(&self.inner.topology, &route);
         let channel = self.publish_channel().await?;
-        let routing_key = message.routing_key;
-        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, Self::publish_on(&channel, message))
-            .await
-            .unwrap_or_else(|_| {
-                Err(BrokerError::NotConfirmed(format!(
-                    "no confirm within {} s",
-                    CONFIRM_TIMEOUT.as_secs()
-                )))
-            });
+        let confirmed =
+            tokio::time::timeout(CONFIRM_TIMEOUT, Self::publish_on(&channel, &exchange, &parcel))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(BrokerError::NotConfirmed(format!(
+                        "no confirm within {} s",
+                        CONFIRM_TIMEOUT.as_secs()
+                    )))
+                });
         match confirmed {
             Ok(Confirmation::Ack(None)) => Ok(()),
             Ok(Confirmation::Ack(Some(_))) => {
-                Err(BrokerError::Unroutable { routing_key: routing_key.to_owned() })
+                Err(BrokerError::Unroutable { routing_key: parcel.routing_key })
             }
             Ok(Confirmation::Nack(_)) => Err(BrokerError::NotConfirmed("nack".into())),
             Ok(Confirmation::NotRequested) => {
@@ -294,21 +286,22 @@ impl Broker {
 
     async fn publish_on(
         channel: &Channel,
-        message: Outgoing<'_>,
+        exchange: &str,
+        parcel: &Parcel,
     ) -> Result<Confirmation, BrokerError> {
         let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_headers(message.headers);
-        if let Some(id) = message.message_id {
-            properties = properties.with_message_id(id.into());
+            .with_headers(parcel.headers.clone());
+        if let Some(id) = &parcel.message_id {
+            properties = properties.with_message_id(id.clone().into());
         }
         let confirm = channel
             .basic_publish(
-                message.exchange.into(),
-                message.routing_key.into(),
+                exchange.into(),
+                parcel.routing_key.as_str().into(),
                 BasicPublishOptions { mandatory: true, ..Default::default() },
-                message.body,
+                &parcel.body,
                 properties,
             )
             .await?;

@@ -24,8 +24,7 @@ use lapin::{Channel, ExchangeKind};
 
 use crate::config::AmqpSettings;
 
-/// Header on messages sent to the delay exchange: which tier (in milliseconds) holds them.
-pub const DELAY_HEADER: &str = "gengate-delay-ms";
+use super::route::headers::DELAY as DELAY_HEADER;
 
 /// A queue workers consume from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -220,6 +219,18 @@ fn quorum_args() -> FieldTable {
     args
 }
 
+#[cfg(test)]
+impl Topology {
+    /// Prefix `gengate`, delay tiers of 1, 5 and 30 s.
+    pub(crate) fn example() -> Topology {
+        Topology {
+            prefix: "gengate".into(),
+            delivery_limit: 5,
+            delay_tiers: [1000, 5000, 30000].map(Duration::from_millis).to_vec(),
+        }
+    }
+}
+
 fn string(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
@@ -229,11 +240,7 @@ mod tests {
     use super::*;
 
     fn topology() -> Topology {
-        Topology {
-            prefix: "gengate".into(),
-            delivery_limit: 5,
-            delay_tiers: [1000, 5000, 30000].map(Duration::from_millis).to_vec(),
-        }
+        Topology::example()
     }
 
     #[test]

@@ -64,17 +64,7 @@ impl TestBroker {
     /// Publishes a message to the namespace's exchange (with confirms), as gengate would.
     pub async fn publish(&self, envelope: &gengate_shared::queue::Envelope) {
         let broker = self.broker().await;
-        let body = envelope.to_bytes();
-        broker
-            .publish(gengate_shared::queue::Outgoing {
-                exchange: &broker.topology().exchange(),
-                routing_key: envelope.kind.routing_key(),
-                body: &body,
-                message_id: Some(envelope.message_id.to_string()),
-                headers: Default::default(),
-            })
-            .await
-            .expect("publish");
+        broker.send(envelope, gengate_shared::queue::Route::Now).await.expect("publish");
         broker.close().await;
     }
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use gengate_shared::config::Settings;
-use gengate_shared::queue::{Envelope, MessageKind};
+use gengate_shared::queue::{Envelope, payloads};
 use gengate_tests::harness::eventually;
 use gengate_tests::requests::{SORA_COST, sora};
 use gengate_tests::sim::{TINY_MP4, TINY_PNG};
@@ -295,7 +295,7 @@ async fn archiving_twice_writes_once() {
     let settings = Settings::load_from(None, Some(app.env().clone())).expect("settings");
     let broker = app.broker.broker().await;
     let ctx = WorkerContext::new(settings, app.pool.clone(), broker).expect("context");
-    let message = Envelope::new(MessageKind::Archive, id.parse().unwrap(), json!({}));
+    let message = Envelope::of(id.parse().unwrap(), &payloads::Archive {});
     let (a, b) = tokio::join!(dispatch(&ctx, &message, true), dispatch(&ctx, &message, true));
     assert!(matches!(a, Ok(Outcome::Done)) && matches!(b, Ok(Outcome::Done)), "{a:?} {b:?}");
 

@@ -327,13 +327,15 @@ async fn an_unparsable_message_goes_to_the_dead_letter_queue_at_once() {
     let app = TestApp::builder().workers(1).spawn().await;
     let broker = app.broker.broker().await;
     broker
-        .publish(gengate_shared::queue::Outgoing {
-            exchange: &broker.topology().exchange(),
-            routing_key: "job.submit",
-            body: b"{not json",
-            message_id: Some("poison-1".into()),
-            headers: Default::default(),
-        })
+        .publish(
+            gengate_shared::queue::Parcel {
+                routing_key: "job.submit".into(),
+                body: b"{not json".to_vec(),
+                message_id: Some("poison-1".into()),
+                headers: Default::default(),
+            },
+            gengate_shared::queue::Route::Now,
+        )
         .await
         .unwrap();
     let dlq = broker.topology().dead_letter_queue();

@@ -5,41 +5,31 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use gengate_shared::ledger;
-use gengate_shared::queue::{Broker, Envelope, MessageKind, Outgoing, WorkQueue};
+use gengate_shared::queue::{Broker, DeadLetterNote, Envelope, Route, WorkQueue, payloads};
 use gengate_tests::TestApp;
 use gengate_tests::harness::eventually;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::FieldTable;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Puts a message in the dead-letter queue as a worker would have.
 async fn dead_letter(broker: &Broker, envelope: &Envelope, error: &str) {
-    let mut headers = FieldTable::default();
-    headers
-        .insert("x-gengate-error-kind".into(), AMQPValue::LongString(LongString::from("database")));
-    headers.insert("x-gengate-error".into(), AMQPValue::LongString(LongString::from(error)));
-    headers.insert(
-        "x-gengate-original-queue".into(),
-        AMQPValue::LongString(LongString::from(broker.topology().queue(WorkQueue::Events))),
-    );
-    let body = envelope.to_bytes();
-    broker
-        .publish(Outgoing {
-            exchange: &broker.topology().dead_letter_exchange(),
-            routing_key: envelope.kind.routing_key(),
-            body: &body,
-            message_id: Some(envelope.message_id.to_string()),
-            headers,
-        })
-        .await
-        .unwrap();
+    let note = DeadLetterNote {
+        error_kind: "database",
+        error,
+        original_queue: &broker.topology().queue(WorkQueue::Events),
+    };
+    broker.send(envelope, Route::DeadLetter(note)).await.unwrap();
 }
 
 fn failure_event(i: usize) -> Envelope {
-    let payload =
-        json!({"cause": "handle_failure", "code": "test", "reason": format!("dead letter {i}")});
-    Envelope::new(MessageKind::Failure, gengate_shared::ids::GenerationId::new(), payload)
+    let report = payloads::Failure {
+        cause: payloads::FailureCause::HandleFailure,
+        code: "test".into(),
+        reason: format!("dead letter {i}"),
+    };
+    Envelope::of(gengate_shared::ids::GenerationId::new(), &report)
 }
 
 async fn dlq_ids(app: &TestApp) -> Vec<String> {

@@ -75,7 +75,7 @@ impl Upstream {
         let client = self.client(kind);
         eventually(&format!("{kind} task {} to end", task.remote_task_id), WAIT, || async {
             let update = client.query_task(task).await.expect("query answers");
-            update.state.is_terminal().then_some(update)
+            update.state.has_ended().then_some(update)
         })
         .await
     }
@@ -494,7 +494,7 @@ async fn terminal_callback(kind: ProviderKind, inbox: &Inbox) -> Vec<(HeaderMap,
                 (headers.clone(), update)
             })
             .collect();
-        parsed.iter().any(|(_, update)| update.state.is_terminal()).then_some(parsed)
+        parsed.iter().any(|(_, update)| update.state.has_ended()).then_some(parsed)
     })
     .await
 }

@@ -162,8 +162,8 @@ async fn interleaved_refund_restore_and_confirm_keep_the_books_balanced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_postpaid_holds_and_duplicated_settlements_move_each_hold_once() {
     use gengate_shared::generation::failure::{Failure, FailureKind};
-    use gengate_shared::generation::transitions::Cause;
-    use gengate_shared::generation::{GenerationStatus, settle};
+    use gengate_shared::generation::settle;
+    use gengate_shared::generation::transitions::{Cause, Transition};
     use gengate_shared::providers::ResultFile;
 
     let db = TestDatabase::create().await;
@@ -214,8 +214,7 @@ async fn racing_postpaid_holds_and_duplicated_settlements_move_each_hold_once() 
             let outcome: Result<(), LedgerError> = db::transaction!(&pool, LedgerError, |tx| {
                 if is_failure {
                     let failure = Failure::new(FailureKind::GenerationFailed);
-                    settle::fail(tx, g.id, &[GenerationStatus::Submitted], &cause, &failure)
-                        .await?;
+                    settle::fail(tx, g.id, Transition::FailTask, &cause, &failure).await?;
                 } else {
                     settle::complete(tx, g.id, &cause, &files, None).await?;
                 }

@@ -125,7 +125,7 @@ pub struct GrantArgs {
 
 /// `gengatectl credits grant USER AMOUNT`.
 pub async fn grant(settings: &Settings, args: GrantArgs, json: bool) -> anyhow::Result<()> {
-    let source = GrantSource::parse(&args.source).ok_or_else(|| {
+    let source: GrantSource = args.source.parse().map_err(|_| {
         Refused(format!("--source {} is not one of system_add, order_pay, new_user", args.source))
     })?;
     if args.amount <= 0 {
@@ -241,17 +241,12 @@ pub async fn show_generation(
     json: bool,
 ) -> anyhow::Result<()> {
     let pool = connect_db(settings).await?;
-    let view = store::view(&pool, id, None)
-        .await?
-        .ok_or_else(|| Refused(format!("no generation {id}")))?;
-    let entries = ledger::generation_entries(&pool, id).await?;
-    let events = store::events(&pool, id).await?;
+    let detail =
+        store::detail(&pool, id).await?.ok_or_else(|| Refused(format!("no generation {id}")))?;
     if json {
-        let mut body = serde_json::to_value(&view)?;
-        body["ledger"] = serde_json::to_value(&entries)?;
-        body["events"] = serde_json::to_value(&events)?;
-        return output::json(&body);
+        return output::json(&detail);
     }
+    let store::GenerationDetail { generation: view, ledger: entries, events } = detail;
     println!("generation {id}");
     println!(
         "  status    {}{}",
@@ -290,12 +285,12 @@ pub async fn show_generation(
     println!("\nledger:\n{}", ledger_rows.render());
     let mut log = Table::new(&["WHEN", "CAUSE", "FROM", "TO", "DETAIL"]);
     for e in &events {
-        let to = e.to_status.clone().unwrap_or_else(|| "(recorded only)".into());
+        let to = e.to_status.map_or_else(|| "(recorded only)".to_owned(), |s| s.to_string());
         let detail = e.detail.as_ref().map(|d| d.to_string()).unwrap_or_default();
         log.row(vec![
             rfc3339(e.created_at),
             e.cause.clone(),
-            e.from_status.clone().unwrap_or_default(),
+            e.from_status.map(|s| s.to_string()).unwrap_or_default(),
             to,
             detail,
         ]);

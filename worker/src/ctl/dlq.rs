@@ -10,18 +10,18 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use gengate_shared::config::Settings;
-use gengate_shared::queue::{Broker, Outgoing, WorkQueue};
+use gengate_shared::queue::route::{headers, text_header};
+use gengate_shared::queue::{Broker, Parcel, Route, WorkQueue};
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::output::{self, Progress, Table, confirm};
 use super::{Refused, connect_broker};
-use crate::consumer::{ERROR_HEADER, ERROR_KIND_HEADER, FAILED_AT_HEADER, ORIGINAL_QUEUE_HEADER};
 
 /// Which dead letters a command is about.
 #[derive(Debug, Clone, Default)]
@@ -109,11 +109,7 @@ pub struct DeadLetter {
 impl DeadLetter {
     fn from_delivery(delivery: &Delivery) -> Self {
         let headers = delivery.properties.headers().clone().unwrap_or_default();
-        let text = |key: &str| match headers.inner().get(key) {
-            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
-            Some(AMQPValue::ShortString(s)) => Some(s.to_string()),
-            _ => None,
-        };
+        let text = |key: &str| text_header(&headers, key);
         let body: Value = serde_json::from_slice(&delivery.data).unwrap_or_else(|_| {
             Value::String(String::from_utf8_lossy(&delivery.data).into_owned())
         });
@@ -126,7 +122,7 @@ impl DeadLetter {
             .map(|id| id.to_string())
             .or_else(|| body["message_id"].as_str().map(str::to_owned))
             .unwrap_or_else(|| "(none)".into());
-        let failed_at = text(FAILED_AT_HEADER)
+        let failed_at = text(headers::FAILED_AT)
             .and_then(|t| {
                 OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
             })
@@ -136,17 +132,17 @@ impl DeadLetter {
             kind: body["kind"].as_str().map(str::to_owned),
             generation_id: body["generation_id"].as_str().map(str::to_owned),
             routing_key: delivery.routing_key.to_string(),
-            original_queue: text(ORIGINAL_QUEUE_HEADER)
+            original_queue: text(headers::ORIGINAL_QUEUE)
                 .or_else(|| first_death.and_then(|d| d.queue.clone())),
             deaths: if deaths.is_empty() {
                 1
             } else {
                 deaths.iter().map(|d| d.count).sum::<i64>().max(1)
             },
-            reason: text(ERROR_KIND_HEADER)
+            reason: text(headers::ERROR_KIND)
                 .or_else(|| first_death.and_then(|d| d.reason.clone()))
                 .unwrap_or_else(|| "unknown".into()),
-            error: text(ERROR_HEADER),
+            error: text(headers::ERROR),
             failed_at,
             headers: table_to_json(&headers),
             body,
@@ -374,14 +370,12 @@ pub async fn replay(
         let progress = Progress::new(chosen.len() as u64, "replaying", json);
         // Publish in pipelined chunks; each message leaves the DLQ only after its copy is confirmed.
         let chunk = rate.map_or(200, |r| r.clamp(1, 200) as usize);
-        let exchange = browse.broker.topology().exchange();
         for batch in chosen.chunks(chunk) {
             let started = Instant::now();
-            let results =
-                join_all(batch.iter().map(|(delivery, letter)| {
-                    republish(&browse.broker, &exchange, delivery, letter)
-                }))
-                .await;
+            let results = join_all(
+                batch.iter().map(|(delivery, letter)| republish(&browse.broker, delivery, letter)),
+            )
+            .await;
             for ((delivery, _), result) in batch.iter().zip(results) {
                 match result {
                     Ok(()) => {
@@ -427,42 +421,19 @@ pub async fn replay(
     Ok(())
 }
 
-/// Publishes a dead letter's body to its original routing key; the error headers stay behind, and
-/// `x-death` is dropped so the broker treats the copy as a new message.
+/// Publishes a dead letter's body to its original routing key as a new message (see
+/// [`Route::Replay`]: the error and death headers stay behind).
 async fn republish(
     broker: &Broker,
-    exchange: &str,
     delivery: &Delivery,
     letter: &DeadLetter,
 ) -> Result<(), gengate_shared::queue::BrokerError> {
-    let mut headers = FieldTable::default();
-    if let Some(original) = delivery.properties.headers() {
-        for (key, value) in original.inner() {
-            let key_str = key.as_str();
-            if key_str == "x-death"
-                || key_str.starts_with("x-gengate-")
-                || key_str.starts_with("x-first-death")
-                || key_str == "x-delivery-count"
-            {
-                continue;
-            }
-            headers.insert(key.clone(), value.clone());
-        }
-    }
-    let now = output::rfc3339(OffsetDateTime::now_utc());
-    headers.insert(
-        ShortString::from("x-gengate-replayed-at"),
-        AMQPValue::LongString(LongString::from(now)),
-    );
-    broker
-        .publish(Outgoing {
-            exchange,
-            routing_key: &letter.routing_key,
-            body: &delivery.data,
-            message_id: Some(letter.message_id.clone()),
-            headers,
-        })
-        .await
+    let parcel = Parcel {
+        routing_key: letter.routing_key.clone(),
+        message_id: Some(letter.message_id.clone()),
+        ..Parcel::from_delivery(delivery)
+    };
+    broker.publish(parcel, Route::Replay).await
 }
 
 /// `gengatectl dlq purge`.

@@ -2,14 +2,14 @@
 //! `crate::archive`). Each file ends `archived` or `failed` by a conditional update, so a message
 //! handled twice (a redelivery, a worker killed mid-copy) records each file once; what could not
 //! be copied for a reason that may pass comes back through the delay tiers, up to
-//! `archive.attempts` tries, and then ends `failed` with its reason. Nothing here touches the
+//! `archive.attempts` tries (`RetryPolicies::archive`), and then ends `failed` with its reason. Nothing here touches the
 //! job's status or its credits: the job completed when the provider said so.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gengate_shared::db;
-use gengate_shared::generation::archive::{self, ResultFileRow};
-use gengate_shared::queue::Envelope;
+use gengate_shared::generation::archive::{self, ArchiveStatus, ResultFileRow};
+use gengate_shared::queue::{Envelope, payloads};
 use serde_json::json;
 
 use super::{HandlerError, Outcome};
@@ -20,8 +20,9 @@ pub(super) async fn handle(
     ctx: &WorkerContext,
     envelope: &Envelope,
 ) -> Result<Outcome, HandlerError> {
+    let payloads::Archive {} = envelope.payload()?;
     let files = archive::pending_files(&ctx.pool, envelope.generation_id).await?;
-    let last_try = envelope.attempt + 1 >= ctx.settings.archive.attempts;
+    let retry_after = ctx.retry.archive.after(envelope.attempt);
     let mut retry = None;
     for file in &files {
         let started = Instant::now();
@@ -29,7 +30,7 @@ pub(super) async fn handle(
         metrics::histogram!("gengate_archive_seconds").record(started.elapsed().as_secs_f64());
         match copied {
             Ok(archived) => {
-                let outcome = json!({"status": "archived", "object_key": archived.object_key,
+                let outcome = json!({"status": ArchiveStatus::Archived, "object_key": archived.object_key,
                     "poster_key": archived.poster_key, "size_bytes": archived.size_bytes,
                     "detail": archived.detail});
                 let recorded = db::transaction!(&ctx.pool, HandlerError, |tx| {
@@ -44,7 +45,7 @@ pub(super) async fn handle(
                     tracing::info!(kind = ?file.kind, label = file.label, key = archived.object_key, bytes = archived.size_bytes, "result file archived");
                 }
             }
-            Err(CopyError::Retryable(detail)) if !last_try => {
+            Err(CopyError::Retryable(detail)) if retry_after.is_some() => {
                 tracing::warn!(kind = ?file.kind, label = file.label, %detail, "result file not copied; trying again later");
                 retry = Some(detail);
             }
@@ -57,13 +58,10 @@ pub(super) async fn handle(
             }
         }
     }
-    Ok(match retry {
-        // 5 s, 30 s, 2.5 min, … as the tiers allow.
-        Some(reason) => Outcome::Retry {
-            delay: Duration::from_secs(5 * 6u64.pow(envelope.attempt.min(3))),
-            reason,
-        },
-        None => Outcome::Done,
+    Ok(match (retry, retry_after) {
+        // See `RetryPolicies::archive` for the pauses.
+        (Some(reason), Some(delay)) => Outcome::Retry { delay, reason },
+        _ => Outcome::Done,
     })
 }
 
@@ -73,7 +71,7 @@ async fn fail(
     reason: &'static str,
     detail: &str,
 ) -> Result<(), HandlerError> {
-    let outcome = json!({"status": "failed", "reason": reason, "detail": detail});
+    let outcome = json!({"status": ArchiveStatus::Failed, "reason": reason, "detail": detail});
     let recorded = db::transaction!(&ctx.pool, HandlerError, |tx| {
         let recorded = archive::mark_failed(&mut **tx, file, detail).await?;
         if recorded {

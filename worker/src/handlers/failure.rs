@@ -1,44 +1,34 @@
-//! `event.failure`: fail a generation that did not finish (a polling-failure report through
+//! `event.failure`: fail a generation that will not finish (a failure report through
 //! `POST /api/generation/handle-failure`, an operator, the sweeper) and refund it. Idempotent, and
 //! a later success still overrides it.
 
-use gengate_shared::db;
-use gengate_shared::generation::GenerationStatus;
 use gengate_shared::generation::failure::{Failure, FailureKind};
-use gengate_shared::generation::settle;
-use gengate_shared::generation::transitions::Cause;
-use gengate_shared::ledger::LedgerError;
+use gengate_shared::generation::transitions::{Cause, Transition};
 use gengate_shared::queue::Envelope;
-use gengate_shared::queue::envelope::payloads;
+use gengate_shared::queue::payloads::{self, FailureCause};
+use serde_json::json;
 
-use super::{HandlerError, Outcome};
+use super::{HandlerError, Outcome, fail_job};
 use crate::context::WorkerContext;
 
 pub(super) async fn handle(
     ctx: &WorkerContext,
     envelope: &Envelope,
 ) -> Result<Outcome, HandlerError> {
-    let Ok(failure) = serde_json::from_value::<payloads::Failure>(envelope.payload.clone()) else {
-        return Ok(Outcome::DeadLetter {
-            kind: "bad_payload",
-            message: "event.failure without cause, code and reason".into(),
-        });
+    let report: payloads::Failure = envelope.payload()?;
+    let (kind, failure_kind) = match report.cause {
+        FailureCause::Deadline => ("deadline", FailureKind::DeadlineExceeded),
+        FailureCause::Operator => ("operator", FailureKind::Operator),
+        FailureCause::Sweeper => ("sweeper", FailureKind::DeadlineExceeded),
+        FailureCause::HandleFailure => ("handle_failure", FailureKind::ReportedFailure),
     };
-    let (kind, failure_kind): (&'static str, FailureKind) = match failure.cause.as_str() {
-        "deadline" => ("deadline", FailureKind::DeadlineExceeded),
-        "operator" => ("operator", FailureKind::Operator),
-        "sweeper" => ("sweeper", FailureKind::DeadlineExceeded),
-        _ => ("handle_failure", FailureKind::ReportedFailure),
+    let audit = Cause {
+        kind,
+        message_id: Some(envelope.message_id),
+        detail: Some(json!({"reported_code": report.code})),
+        ..Cause::default()
     };
-    let audit = Cause { kind, message_id: Some(envelope.message_id), ..Cause::default() };
-    let outcome = Failure::with_detail(failure_kind, failure.reason.clone());
-    let from = [GenerationStatus::Queued, GenerationStatus::Submitted];
-    let failed = db::transaction!(&ctx.pool, LedgerError, |tx| {
-        settle::fail(tx, envelope.generation_id, &from, &audit, &outcome).await?
-    })
-    .await?;
-    if failed.is_some() {
-        tracing::warn!(code = failure.code, reason = failure.reason, "failed and refunded");
-    }
+    let failure = Failure::with_detail(failure_kind, report.reason);
+    fail_job(ctx, envelope.generation_id, Transition::Abandon, &audit, &failure).await?;
     Ok(Outcome::Done)
 }

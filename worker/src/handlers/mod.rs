@@ -1,6 +1,6 @@
-//! One module per message kind. Every handler is idempotent: it reads the generation's status and
-//! changes it only through the conditional transitions of `gengate_shared::generation`, so a
-//! redelivered, duplicated or late message is harmless.
+//! One module per message kind. Every handler is idempotent: it reads the generation and changes
+//! it only through `gengate_shared::generation` (its transitions, polling and archive functions),
+//! so a redelivered, duplicated or late message is harmless. No SQL lives here.
 
 mod archive;
 mod canceled;
@@ -9,17 +9,20 @@ mod poll;
 mod provider_update;
 mod submit_job;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use gengate_shared::generation::transitions::Cause;
-use gengate_shared::generation::{GenerationParams, GenerationStatus, Mode};
+use gengate_shared::db;
+use gengate_shared::generation::failure::Failure;
+use gengate_shared::generation::job::Job;
+use gengate_shared::generation::settle;
+use gengate_shared::generation::transitions::{Cause, Transition};
 use gengate_shared::ids::GenerationId;
 use gengate_shared::ledger::LedgerError;
-use gengate_shared::providers::ProviderKind;
-use gengate_shared::queue::{BrokerError, Envelope, MessageKind};
-use sqlx::PgExecutor;
+use gengate_shared::queue::{BrokerError, Envelope, MessageKind, PayloadError};
 
 use crate::context::WorkerContext;
+use crate::providers::ProviderClient;
 
 pub use poll::schedule_poll;
 
@@ -44,8 +47,11 @@ pub enum Outcome {
     },
 }
 
-/// A failure that may pass (the database is down, a deadlock): the message returns to its queue,
-/// and after repeated failures goes to the dead-letter queue with this error.
+/// Why a handler could not finish. Most failures may pass (the database is down, a deadlock):
+/// the message returns to its queue, and after repeated failures goes to the dead-letter queue
+/// with this error. A [`HandlerError::Fatal`] one cannot pass by waiting (the worker's settings
+/// lack something, the message is malformed): it is dead-lettered at once, with its reason, so
+/// that it does not hold a slot while it fails again and again.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     /// PostgreSQL.
@@ -57,12 +63,46 @@ pub enum HandlerError {
     /// The ledger.
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),
-    /// Anything else.
-    #[error("{0}")]
-    Other(#[from] anyhow::Error),
+    /// Retrying will not help until an operator acts.
+    #[error("{message}")]
+    Fatal {
+        /// A short, stable name: `configuration` (fix the settings, then replay), `bad_payload`,
+        /// `bad_row` (a stored generation the worker cannot read).
+        kind: &'static str,
+        /// What is wrong, for the operator.
+        message: String,
+    },
 }
 
-impl gengate_shared::db::Transient for HandlerError {
+impl HandlerError {
+    /// The worker's settings lack something this message needs.
+    pub fn configuration(message: impl Into<String>) -> Self {
+        HandlerError::Fatal { kind: "configuration", message: message.into() }
+    }
+
+    /// A short, stable name for the error's kind (the dead-letter header and the metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerError::Database(_) => "database",
+            HandlerError::Broker(_) => "broker",
+            HandlerError::Ledger(_) => "ledger",
+            HandlerError::Fatal { kind, .. } => kind,
+        }
+    }
+
+    /// Whether retrying cannot help: dead-letter at once.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, HandlerError::Fatal { .. })
+    }
+}
+
+impl From<PayloadError> for HandlerError {
+    fn from(err: PayloadError) -> Self {
+        HandlerError::Fatal { kind: "bad_payload", message: err.to_string() }
+    }
+}
+
+impl db::Transient for HandlerError {
     fn is_transient(&self) -> bool {
         match self {
             HandlerError::Database(err) => err.is_transient(),
@@ -88,84 +128,67 @@ pub async fn dispatch(
     }
 }
 
-/// What the handlers need to know of a generation.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Job {
-    /// The generation.
-    pub id: GenerationId,
-    status: String,
-    provider: String,
-    /// The provider's model family.
-    pub provider_model: String,
-    mode: String,
-    params: serde_json::Value,
-    /// The callback-token key version.
-    pub webhook_key_version: i16,
-    /// The provider's task id, once submitted.
-    pub remote_task_id: Option<String>,
-    /// Create attempts made so far.
-    pub submit_attempts: i32,
-    /// Polls made so far (the number of the next poll).
-    pub polls: i32,
-    /// When the next poll is due.
-    pub next_poll_at: Option<time::OffsetDateTime>,
-    /// Its price at submit.
-    pub cost: i64,
-    /// Past this, an unfinished job fails.
-    pub deadline_at: time::OffsetDateTime,
-    /// When it ended.
-    pub completed_at: Option<time::OffsetDateTime>,
+/// The message's generation, as the handlers see it.
+async fn load(ctx: &WorkerContext, id: GenerationId) -> Result<Option<Job>, HandlerError> {
+    Job::load(&ctx.pool, id).await.map_err(|err| match err {
+        // A status, provider or mode this worker does not know: never guessed at.
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            HandlerError::Fatal { kind: "bad_row", message: format!("generation {id}: {err}") }
+        }
+        err => HandlerError::Database(err),
+    })
 }
 
-impl Job {
-    /// Loads the generation.
-    pub async fn load(
-        executor: impl PgExecutor<'_>,
-        id: GenerationId,
-    ) -> Result<Option<Self>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT id, status, provider, provider_model, mode, params, webhook_key_version, remote_task_id,
-                    submit_attempts, polls, next_poll_at, cost, deadline_at, completed_at
-             FROM generations WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(executor)
-        .await
-    }
+/// The dead-letter outcome for a message about a generation that does not exist.
+fn unknown_generation() -> Outcome {
+    Outcome::DeadLetter { kind: "unknown_generation", message: "no such generation".into() }
+}
 
-    /// Its status.
-    pub fn status(&self) -> GenerationStatus {
-        GenerationStatus::parse(&self.status).unwrap_or(GenerationStatus::Failed)
-    }
+/// The client of the job's provider.
+fn provider_of(ctx: &WorkerContext, job: &Job) -> Result<Arc<dyn ProviderClient>, HandlerError> {
+    ctx.providers
+        .get(job.provider)
+        .ok_or_else(|| HandlerError::configuration(format!("no client for {}", job.provider)))
+}
 
-    /// Its provider.
-    pub fn provider(&self) -> anyhow::Result<ProviderKind> {
-        ProviderKind::parse(&self.provider)
-            .ok_or_else(|| anyhow::anyhow!("unknown provider {}", self.provider))
+/// A stored generation whose content the worker cannot read.
+fn bad_row(job: &Job, what: &str, err: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Fatal {
+        kind: "bad_row",
+        message: format!("generation {}: {what}: {err}", job.id),
     }
+}
 
-    /// Its mode.
-    pub fn mode(&self) -> anyhow::Result<Mode> {
-        Mode::parse(&self.mode).ok_or_else(|| anyhow::anyhow!("unknown mode {}", self.mode))
-    }
-
-    /// The normalized request.
-    pub fn params(&self) -> anyhow::Result<GenerationParams> {
-        Ok(serde_json::from_value(self.params.clone())?)
-    }
-
-    /// The params snapshot as stored.
-    pub fn params_value(&self) -> &serde_json::Value {
-        &self.params
-    }
-
-    /// The adapter options stored at submit.
-    pub fn provider_options(&self) -> std::collections::BTreeMap<String, String> {
-        serde_json::from_value(self.params["provider_options"].clone()).unwrap_or_default()
-    }
+/// The one way the worker fails a job: `transition` (which leads to `failed`) with its refund or
+/// hold release, in one transaction; counted and logged once it committed. `false`: the job had
+/// already moved on (another delivery got there first), and nothing changed but the audit log.
+async fn fail_job(
+    ctx: &WorkerContext,
+    id: GenerationId,
+    transition: Transition,
+    cause: &Cause,
+    failure: &Failure,
+) -> Result<bool, HandlerError> {
+    let failed = db::transaction!(&ctx.pool, LedgerError, |tx| {
+        settle::fail(tx, id, transition, cause, failure).await?
+    })
+    .await?;
+    let Some(failed) = failed else { return Ok(false) };
+    let code = failure.kind.code();
+    metrics::counter!("gengate_jobs_failed_total", "code" => code, "cause" => cause.kind)
+        .increment(1);
+    tracing::warn!(
+        code,
+        detail = failure.detail,
+        cause = cause.kind,
+        from = %failed.from,
+        billing = %failed.billing,
+        "failed; credits returned"
+    );
+    Ok(true)
 }
 
 /// The audit cause of a message.
-pub fn cause(kind: &'static str, envelope: &Envelope) -> Cause {
+fn cause(kind: &'static str, envelope: &Envelope) -> Cause {
     Cause { kind, message_id: Some(envelope.message_id), ..Cause::default() }
 }

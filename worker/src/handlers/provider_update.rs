@@ -13,62 +13,32 @@
 //! settled by a webhook at all; one that arrives before the submission is recorded (a fast
 //! provider) comes back a few times first, then polling takes over.
 
-use std::time::Duration;
-
 use gengate_shared::catalogue::settle_by_usage;
 use gengate_shared::db;
 use gengate_shared::generation::GenerationStatus;
 use gengate_shared::generation::failure::{Failure, FailureKind};
-use gengate_shared::generation::settle;
-use gengate_shared::generation::transitions::{self, Cause};
+use gengate_shared::generation::job::Job;
+use gengate_shared::generation::transitions::{self, Cause, Transition};
+use gengate_shared::generation::{polling, settle};
 use gengate_shared::ledger::LedgerError;
 use gengate_shared::outbox;
 use gengate_shared::providers::{ProviderError, ResultFile, TaskRef, TaskState, TaskUpdate};
 use gengate_shared::queue::Envelope;
-use gengate_shared::queue::envelope::payloads;
+use gengate_shared::queue::payloads::{self, UpdateSource};
 use serde_json::json;
 
-use super::{HandlerError, Job, Outcome};
+use super::{HandlerError, Outcome, fail_job, load, provider_of};
 use crate::context::WorkerContext;
-
-/// A webhook that arrives before the job's submission is recorded (a fast provider) is retried
-/// this many times: first a second apart (the worker that created the task usually records it
-/// within milliseconds), then five seconds apart, about half a minute in all, for a provider
-/// whose create answer is slow.
-const EARLY_UPDATE_RETRIES: u32 = 8;
-const EARLY_UPDATE_QUICK_RETRIES: u32 = 3;
-
-/// A webhook whose confirming query keeps failing (the provider is overloaded) is tried this many
-/// times, 5 s apart; after that polling settles the job.
-const CONFIRM_RETRIES: u32 = 5;
-
-/// When to look again at an update that came before the submission was recorded.
-fn early_update_retry(attempt: u32) -> Outcome {
-    let seconds = if attempt < EARLY_UPDATE_QUICK_RETRIES { 1 } else { 5 };
-    Outcome::Retry {
-        delay: Duration::from_secs(seconds),
-        reason: "the submission is not recorded yet".into(),
-    }
-}
 
 pub(super) async fn handle(
     ctx: &WorkerContext,
     envelope: &Envelope,
 ) -> Result<Outcome, HandlerError> {
-    let Ok(event) = serde_json::from_value::<payloads::ProviderUpdate>(envelope.payload.clone())
-    else {
-        return Ok(Outcome::DeadLetter {
-            kind: "bad_payload",
-            message: "event.provider_update without an update".into(),
-        });
+    let event: payloads::ProviderUpdate = envelope.payload()?;
+    let Some(job) = load(ctx, envelope.generation_id).await? else {
+        return Ok(super::unknown_generation());
     };
-    let Some(job) = Job::load(&ctx.pool, envelope.generation_id).await? else {
-        return Ok(Outcome::DeadLetter {
-            kind: "unknown_generation",
-            message: "no such generation".into(),
-        });
-    };
-    let from_webhook = event.source != "poll";
+    let from_webhook = event.source == UpdateSource::Webhook;
     let mut audit = Cause {
         kind: if from_webhook { "webhook" } else { "poll" },
         message_id: Some(envelope.message_id),
@@ -93,19 +63,13 @@ pub(super) async fn handle(
             if let Some(progress) = progress
                 && job.remote_task_id.is_some()
             {
-                sqlx::query(
-                    "UPDATE generations SET progress = $2 WHERE id = $1 AND status = 'submitted'",
-                )
-                .bind(job.id)
-                .bind(i16::from(*progress).min(100))
-                .execute(&ctx.pool)
-                .await?;
+                polling::record_progress(&ctx.pool, job.id, *progress).await?;
             }
             return Ok(Outcome::Done);
         }
         TaskState::Unknown { status } => {
             tracing::warn!(status, "undocumented provider status; treated as still running");
-            metrics::counter!("gengate_provider_unknown_status_total", "provider" => job.provider.clone(), "status" => status.clone()).increment(1);
+            metrics::counter!("gengate_provider_unknown_status_total", "provider" => job.provider.as_str(), "status" => status.clone()).increment(1);
             return Ok(Outcome::Done);
         }
         TaskState::Failed { .. } | TaskState::Succeeded { .. } => {}
@@ -113,10 +77,9 @@ pub(super) async fn handle(
 
     // Nothing a provider says changes a completed or canceled job, nor makes a failed one fail
     // again: note the arrival, and spare the provider a query.
-    let status = job.status();
     let already_failed =
-        status == GenerationStatus::Failed && matches!(update.state, TaskState::Failed { .. });
-    if status.is_final() || already_failed {
+        job.status == GenerationStatus::Failed && matches!(update.state, TaskState::Failed { .. });
+    if job.status.is_terminal() || already_failed {
         record_only(ctx, &job, &audit).await?;
         return Ok(Outcome::Done);
     }
@@ -132,10 +95,7 @@ pub(super) async fn handle(
     match answer.state {
         TaskState::Failed { code, message } => {
             let failure = Failure::from_provider(FailureKind::GenerationFailed, &code, &message);
-            let failed = fail(ctx, &job, &audit, &failure).await?;
-            if failed {
-                tracing::warn!(code, "the provider failed the task; refunded");
-            }
+            fail_job(ctx, job.id, Transition::FailTask, &audit, &failure).await?;
             Ok(Outcome::Done)
         }
         TaskState::Succeeded { files, usage } => {
@@ -168,23 +128,25 @@ async fn confirm(
         "claimed_task_id": claim.remote_task_id,
     });
     let Some(recorded) = job.remote_task_id.clone() else {
-        if job.status() == GenerationStatus::Queued && envelope.attempt < EARLY_UPDATE_RETRIES {
-            return Ok(Confirmation::Stop(early_update_retry(envelope.attempt)));
+        // A fast provider: the webhook came before the worker recorded the task it created.
+        if job.status == GenerationStatus::Queued
+            && let Some(delay) = ctx.retry.early_update.after(envelope.attempt)
+        {
+            let reason = "the submission is not recorded yet".into();
+            return Ok(Confirmation::Stop(Outcome::Retry { delay, reason }));
         }
         let mut detail = claimed;
         detail["ignored"] = json!("no provider task is recorded for this job");
         return stop_and_record(ctx, job, audit, detail).await;
     };
-    let provider = ctx
-        .providers
-        .get(job.provider()?)
-        .ok_or_else(|| anyhow::anyhow!("no client for {}", job.provider))?;
+    let provider = provider_of(ctx, job)?;
     let task = TaskRef {
-        mode: job.mode()?,
+        mode: job.mode,
         provider_model: job.provider_model.clone(),
         remote_task_id: recorded.clone(),
     };
     let mut detail = claimed;
+    let retry = ctx.retry.confirm.after(envelope.attempt);
     let ignored = match provider.query_task(&task).await {
         Ok(answer) if answer.remote_task_id != recorded => {
             "the provider answered about another task".to_owned()
@@ -192,7 +154,7 @@ async fn confirm(
         Ok(answer) if answer.external_id.as_deref().is_some_and(|e| e != job.id.to_string()) => {
             "the provider's task belongs to another generation".to_owned()
         }
-        Ok(answer) if answer.state.is_terminal() => {
+        Ok(answer) if answer.state.has_ended() => {
             audit.detail = Some(json!({"confirmed_by": "query"}));
             return Ok(Confirmation::Answer(answer));
         }
@@ -201,13 +163,9 @@ async fn confirm(
             state_name(&claim.state),
             state_name(&answer.state)
         ),
-        Err(ProviderError::Retryable { code, message, .. })
-            if envelope.attempt + 1 < CONFIRM_RETRIES =>
-        {
-            return Ok(Confirmation::Stop(Outcome::Retry {
-                delay: Duration::from_secs(5),
-                reason: format!("confirming query failed: {code} {message}"),
-            }));
+        Err(ProviderError::Retryable { code, message, .. }) if let Some(delay) = retry => {
+            let reason = format!("confirming query failed: {code} {message}");
+            return Ok(Confirmation::Stop(Outcome::Retry { delay, reason }));
         }
         Err(err) => {
             detail["error"] = json!(err.to_string());
@@ -225,7 +183,7 @@ async fn stop_and_record(
     detail: serde_json::Value,
 ) -> Result<Confirmation, HandlerError> {
     tracing::info!(detail = %detail, "a webhook's claim was not confirmed; nothing changes");
-    metrics::counter!("gengate_webhooks_unconfirmed_total", "provider" => job.provider.clone())
+    metrics::counter!("gengate_webhooks_unconfirmed_total", "provider" => job.provider.as_str())
         .increment(1);
     audit.detail = Some(detail);
     record_only(ctx, job, audit).await?;
@@ -264,27 +222,26 @@ async fn succeeded(
             .collect::<Vec<_>>(),
         Err((url, why)) => {
             tracing::warn!(%why, "result URL refused; failing the job");
-            metrics::counter!("gengate_result_urls_refused_total", "provider" => job.provider.clone())
+            metrics::counter!("gengate_result_urls_refused_total", "provider" => job.provider.as_str())
                 .increment(1);
             let failure = Failure::with_detail(
                 FailureKind::ResultRejected,
                 format!("result URL {url:?} {why}"),
             );
-            fail(ctx, job, &audit, &failure).await?;
+            fail_job(ctx, job.id, Transition::FailTask, &audit, &failure).await?;
             return Ok(Outcome::Done);
         }
     };
     if files.is_empty() {
         // Nothing to deliver: the user is not charged for a success without a result.
         tracing::warn!("the provider reported success without result files; failing the job");
-        fail(ctx, job, &audit, &Failure::new(FailureKind::EmptyResult)).await?;
+        let failure = Failure::new(FailureKind::EmptyResult);
+        fail_job(ctx, job.id, Transition::FailTask, &audit, &failure).await?;
         return Ok(Outcome::Done);
     }
     // Where the provider reports the usage it charged, a job that used less costs less.
-    let final_cost = match (
-        job.params_value()["expected_units"].as_f64(),
-        usage.and_then(|u| u.trim().parse::<f64>().ok()),
-    ) {
+    let final_cost = match (job.expected_units(), usage.and_then(|u| u.trim().parse::<f64>().ok()))
+    {
         (Some(expected), Some(reported)) => Some(settle_by_usage(job.cost, expected, reported)),
         _ => None,
     };
@@ -298,13 +255,10 @@ async fn succeeded(
     })
     .await?;
     if let Some(completed) = completed {
-        let late = completed.generation.from() == Some(GenerationStatus::Failed);
+        let late = completed.generation.from == GenerationStatus::Failed;
         tracing::info!(late, debt_added = completed.debt_added, "completed");
-        metrics::counter!("gengate_jobs_completed_total", "provider" => job.provider.clone(), "late" => late.to_string()).increment(1);
-        sqlx::query("UPDATE generations SET next_poll_at = NULL WHERE id = $1")
-            .bind(job.id)
-            .execute(&ctx.pool)
-            .await?;
+        metrics::counter!("gengate_jobs_completed_total", "provider" => job.provider.as_str(), "late" => late.to_string()).increment(1);
+        polling::stop(&ctx.pool, job.id).await?;
         // The copy of its files is in the outbox: wake the relays rather than wait for a sweep.
         if let Err(err) = outbox::notify(&ctx.pool).await {
             tracing::debug!(error = %err, "outbox NOTIFY not sent; the relays sweep");
@@ -313,25 +267,10 @@ async fn succeeded(
     Ok(Outcome::Done)
 }
 
-/// Fails a submitted job and refunds it; `false` when it was not submitted any more.
-async fn fail(
-    ctx: &WorkerContext,
-    job: &Job,
-    audit: &Cause,
-    failure: &Failure,
-) -> Result<bool, HandlerError> {
-    let failed = db::transaction!(&ctx.pool, LedgerError, |tx| {
-        settle::fail(tx, job.id, &[GenerationStatus::Submitted], audit, failure).await?
-    })
-    .await?;
-    Ok(failed.is_some())
-}
-
 /// Writes an audit row without changing anything else.
 async fn record_only(ctx: &WorkerContext, job: &Job, audit: &Cause) -> Result<(), HandlerError> {
-    let status = job.status();
     db::transaction!(&ctx.pool, HandlerError, |tx| {
-        transitions::record(tx, job.id, Some(status.as_str()), None, audit).await?
+        transitions::record(tx, job.id, Some(job.status), None, audit).await?
     })
     .await
 }

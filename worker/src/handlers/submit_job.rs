@@ -8,32 +8,32 @@
 
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use gengate_shared::db;
 use gengate_shared::generation::GenerationStatus;
+use gengate_shared::generation::callback_token;
 use gengate_shared::generation::failure::{Failure, FailureKind};
-use gengate_shared::generation::settle;
-use gengate_shared::generation::transitions::{self, Changes};
-use gengate_shared::ledger::LedgerError;
+use gengate_shared::generation::job::Job;
+use gengate_shared::generation::polling;
+use gengate_shared::generation::transitions::{self, Changes, Transition};
 use gengate_shared::providers::{ProviderError, TaskRequest};
-use gengate_shared::queue::Envelope;
+use gengate_shared::queue::{Envelope, payloads};
 use serde_json::json;
 
-use super::{HandlerError, Job, Outcome, cause, schedule_poll};
+use super::{HandlerError, Outcome, bad_row, cause, fail_job, load, provider_of, schedule_poll};
 use crate::context::WorkerContext;
+use crate::retry::RetryPolicies;
 
 pub(super) async fn handle(
     ctx: &WorkerContext,
     envelope: &Envelope,
     redelivered: bool,
 ) -> Result<Outcome, HandlerError> {
-    let Some(job) = Job::load(&ctx.pool, envelope.generation_id).await? else {
-        return Ok(Outcome::DeadLetter {
-            kind: "unknown_generation",
-            message: "no such generation".into(),
-        });
+    let payloads::SubmitJob {} = envelope.payload()?;
+    let Some(job) = load(ctx, envelope.generation_id).await? else {
+        return Ok(super::unknown_generation());
     };
-    match job.status() {
+    match job.status {
         GenerationStatus::Queued => {}
         GenerationStatus::Canceled => {
             tracing::info!("canceled before it was submitted; nothing to do");
@@ -42,15 +42,11 @@ pub(super) async fn handle(
         // Submitted (or ended) by an earlier delivery of this message.
         _ => return Ok(Outcome::Done),
     }
-    let provider = ctx
-        .providers
-        .get(job.provider()?)
-        .ok_or_else(|| anyhow::anyhow!("no client for {}", job.provider))?;
-    let mode = job.mode()?;
+    let provider = provider_of(ctx, &job)?;
 
     let maybe_created = redelivered || envelope.attempt > 0 || job.submit_attempts > 0;
     if maybe_created {
-        match provider.find_by_generation(mode, &job.provider_model, job.id).await {
+        match provider.find_by_generation(job.mode, &job.provider_model, job.id).await {
             Ok(Some(existing)) => {
                 tracing::info!(remote_task_id = %existing.remote_task_id, "the task was created before; adopting it");
                 return record_submitted(ctx, envelope, &job, &existing.remote_task_id, "adopted")
@@ -63,22 +59,14 @@ pub(super) async fn handle(
         }
     }
 
-    // Count the attempt before calling: after a crash, the next delivery knows to look first.
-    sqlx::query("UPDATE generations SET submit_attempts = submit_attempts + 1 WHERE id = $1 AND status = 'queued'")
-        .bind(job.id)
-        .execute(&ctx.pool)
-        .await?;
-
+    // Built before the attempt is counted: a job the worker cannot describe is not attempted.
     let request = task_request(ctx, &job)?;
+    // Count the attempt before calling: after a crash, the next delivery knows to look first.
+    polling::count_submit_attempt(&ctx.pool, job.id).await?;
+
     let create = || async { provider.create_task(&request).await };
     let created = create
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(1))
-                .with_max_times(2)
-                .with_jitter(),
-        )
+        .retry(RetryPolicies::create_call())
         .when(|err| matches!(err, ProviderError::Retryable { .. }))
         .await;
     match created {
@@ -105,26 +93,28 @@ pub(super) async fn handle(
     }
 }
 
-fn task_request(ctx: &WorkerContext, job: &Job) -> anyhow::Result<TaskRequest> {
+/// What the provider is asked to do. A callback key version the worker does not have (an old key
+/// removed from the settings too early) is a configuration error: the message is dead-lettered
+/// at once, to be replayed once the key is back.
+fn task_request(ctx: &WorkerContext, job: &Job) -> Result<TaskRequest, HandlerError> {
     let token = ctx.callback_keys.token(job.webhook_key_version, job.id).ok_or_else(|| {
-        anyhow::anyhow!("callback key version {} is not configured", job.webhook_key_version)
+        HandlerError::configuration(format!(
+            "callback key version {} is not configured (webhook.previous_secrets)",
+            job.webhook_key_version
+        ))
     })?;
-    let base = ctx.settings.api.public_base_url.trim_end_matches('/');
-    let callback_url = match job.provider()? {
-        // Kling's relay form carries the id in the path.
-        gengate_shared::providers::ProviderKind::Kling => {
-            format!("{base}/kling/callback/{}?token={token}", job.id)
-        }
-        gengate_shared::providers::ProviderKind::Kie => {
-            format!("{base}/api/generation/webhook?generation_id={}&token={token}", job.id)
-        }
-    };
+    let callback_url = callback_token::callback_url(
+        &ctx.settings.api.public_base_url,
+        job.provider,
+        job.id,
+        &token,
+    );
     Ok(TaskRequest {
         generation_id: job.id,
         provider_model: job.provider_model.clone(),
-        options: job.provider_options(),
-        mode: job.mode()?,
-        params: job.params()?,
+        options: job.provider_options().map_err(|err| bad_row(job, "provider options", err))?,
+        mode: job.mode,
+        params: job.params().map_err(|err| bad_row(job, "params", err))?,
         callback_url,
     })
 }
@@ -137,26 +127,23 @@ async fn record_submitted(
     remote_task_id: &str,
     how: &str,
 ) -> Result<Outcome, HandlerError> {
-    let first_poll = ctx.settings.worker.poll_intervals_ms[0];
+    let first_poll = Duration::from_millis(ctx.settings.worker.poll_intervals_ms[0]);
     let mut audit = cause("provider_accepted", envelope);
     audit.detail =
         Some(json!({"remote_task_id": remote_task_id, "how": how, "attempt": envelope.attempt}));
     let changes = Changes { remote_task_id: Some(remote_task_id.to_owned()), ..Changes::default() };
     let moved = db::transaction!(&ctx.pool, HandlerError, |tx| {
-        let moved = transitions::transition(tx, job.id, &[GenerationStatus::Queued], GenerationStatus::Submitted, &audit, &changes).await?;
+        let moved =
+            transitions::transition(tx, job.id, Transition::Accept, &audit, &changes).await?;
         if moved.is_some() {
-            sqlx::query("UPDATE generations SET next_poll_at = now() + make_interval(secs => $2), polls = 0 WHERE id = $1")
-                .bind(job.id)
-                .bind(first_poll as f64 / 1000.0)
-                .execute(&mut **tx)
-                .await?;
+            polling::start(tx, job.id, first_poll).await?;
         }
         moved
     })
     .await?;
     let poll_now = match moved {
         Some(_) => {
-            metrics::counter!("gengate_jobs_submitted_total", "provider" => job.provider.clone())
+            metrics::counter!("gengate_jobs_submitted_total", "provider" => job.provider.as_str())
                 .increment(1);
             true
         }
@@ -164,56 +151,48 @@ async fn record_submitted(
             // The job moved on while the provider was answering (canceled, or failed by an early
             // failure report). Keep the task id all the same: a failed job is still polled, so a
             // success that comes later restores it; a canceled one just has it on record.
-            let status: Option<String> = sqlx::query_scalar(
-                "UPDATE generations SET remote_task_id = COALESCE(remote_task_id, $2),
-                        next_poll_at = CASE WHEN status = 'failed' THEN now() + make_interval(secs => $3) ELSE next_poll_at END
-                 WHERE id = $1 RETURNING status",
-            )
-            .bind(job.id)
-            .bind(remote_task_id)
-            .bind(first_poll as f64 / 1000.0)
-            .fetch_optional(&ctx.pool)
-            .await?;
+            let status =
+                polling::keep_task_of_moved_job(&ctx.pool, job.id, remote_task_id, first_poll)
+                    .await?;
             tracing::warn!(
                 remote_task_id,
                 ?status,
                 "the job changed while its task was being created"
             );
-            status.as_deref() == Some(GenerationStatus::Failed.as_str())
+            status == Some(GenerationStatus::Failed)
         }
     };
     if poll_now {
         // If this publish is lost, the sweeper finds the overdue poll and schedules it.
-        if let Err(err) = schedule_poll(ctx, job.id, 0, Duration::from_millis(first_poll)).await {
+        if let Err(err) = schedule_poll(ctx, job.id, 0, first_poll).await {
             tracing::warn!(error = %err, "first poll not scheduled; the sweeper will");
         }
     }
     Ok(Outcome::Done)
 }
 
-/// A retryable error: wait in the delay tiers, or give up after the configured attempts.
+/// A retryable error: wait in the delay tiers (see [`RetryPolicies::submit`]), or give up after
+/// the configured attempts.
 async fn retry_later(
     ctx: &WorkerContext,
     envelope: &Envelope,
     job: &Job,
     err: &ProviderError,
 ) -> Result<Outcome, HandlerError> {
-    let attempts = ctx.settings.worker.submit_attempts;
     let ProviderError::Retryable { code, message, retry_after } = err else {
         unreachable!("only retryable errors come here")
     };
-    if envelope.attempt + 1 >= attempts {
+    let Some(pause) = ctx.retry.submit.after(envelope.attempt) else {
+        let attempts = ctx.retry.submit.attempts;
         let message = format!("gave up after {attempts} attempts: {message}");
         let failure = Failure::from_provider(FailureKind::ProviderUnavailable, code, &message);
         return fail(ctx, envelope, job, failure).await;
-    }
-    // 5 s, 15 s, 30 s, … as the tiers allow, or what the provider asked for.
-    let backoff = Duration::from_secs(5 * 3u64.pow(envelope.attempt.min(4)));
-    let delay = retry_after.map_or(backoff, |asked| asked.max(backoff));
+    };
+    let delay = retry_after.map_or(pause, |asked| asked.max(pause));
     Ok(Outcome::Retry { delay, reason: format!("provider answered {code}: {message}") })
 }
 
-/// Fails the job and refunds it (one transaction).
+/// The task could not be created, for good: the job fails and is refunded.
 async fn fail(
     ctx: &WorkerContext,
     envelope: &Envelope,
@@ -221,16 +200,6 @@ async fn fail(
     failure: Failure,
 ) -> Result<Outcome, HandlerError> {
     let audit = cause("submit_failed", envelope);
-    let failed = db::transaction!(&ctx.pool, LedgerError, |tx| {
-        settle::fail(tx, job.id, &[GenerationStatus::Queued], &audit, &failure).await?
-    })
-    .await?;
-    if failed.is_some() {
-        tracing::warn!(
-            code = failure.kind.code(),
-            detail = failure.detail,
-            "submission failed; refunded"
-        );
-    }
+    fail_job(ctx, job.id, Transition::RejectSubmission, &audit, &failure).await?;
     Ok(Outcome::Done)
 }

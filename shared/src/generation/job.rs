@@ -1,0 +1,80 @@
+//! A generation as the workers handle it: what they need to create, poll and settle its upstream
+//! task, read in one statement.
+
+use std::collections::BTreeMap;
+
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+
+use super::{GenerationParams, GenerationStatus, Mode};
+use crate::ids::GenerationId;
+use crate::providers::ProviderKind;
+
+/// What the handlers need to know of a generation.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Job {
+    /// The generation.
+    pub id: GenerationId,
+    /// Where it is in its life.
+    pub status: GenerationStatus,
+    /// Who runs it.
+    pub provider: ProviderKind,
+    /// The provider's model family.
+    pub provider_model: String,
+    /// How it was asked for.
+    pub mode: Mode,
+    /// The params snapshot as stored at submit (normalized request plus gengate's notes).
+    params: serde_json::Value,
+    /// The callback-token key version.
+    pub webhook_key_version: i16,
+    /// The provider's task id, once submitted.
+    pub remote_task_id: Option<String>,
+    /// Create attempts made so far.
+    pub submit_attempts: i32,
+    /// Polls made so far (the number of the next poll).
+    pub polls: i32,
+    /// When the next poll is due.
+    pub next_poll_at: Option<OffsetDateTime>,
+    /// Its price at submit.
+    pub cost: i64,
+    /// Past this, an unfinished job fails.
+    pub deadline_at: OffsetDateTime,
+    /// When it ended.
+    pub completed_at: Option<OffsetDateTime>,
+}
+
+impl Job {
+    /// Loads the generation; `None` if there is none with this id. A row with a status,
+    /// provider or mode gengate does not know is an error, never a guess.
+    pub async fn load(
+        executor: impl PgExecutor<'_>,
+        id: GenerationId,
+    ) -> Result<Option<Self>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, status, provider, provider_model, mode, params, webhook_key_version, remote_task_id,
+                    submit_attempts, polls, next_poll_at, cost, deadline_at, completed_at
+             FROM generations WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+    }
+
+    /// The normalized request.
+    pub fn params(&self) -> Result<GenerationParams, serde_json::Error> {
+        serde_json::from_value(self.params.clone())
+    }
+
+    /// The adapter options stored at submit.
+    pub fn provider_options(&self) -> Result<BTreeMap<String, String>, serde_json::Error> {
+        match self.params.get("provider_options") {
+            None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
+            Some(options) => serde_json::from_value(options.clone()),
+        }
+    }
+
+    /// The units (seconds, images) its price was computed for, where the model bills by usage.
+    pub fn expected_units(&self) -> Option<f64> {
+        self.params.get("expected_units").and_then(serde_json::Value::as_f64)
+    }
+}

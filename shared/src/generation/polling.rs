@@ -1,0 +1,169 @@
+//! Polling a generation's upstream task: when the next poll is due, which poll may run, and the
+//! progress it reports. Polls never change a status themselves (their answers go through the
+//! same transitions as webhooks); these columns only say when to ask again.
+//!
+//! One poll chain per job: each `poll.task` message carries its number, and a poll [`claim`]s its
+//! number (`polls = n → n + 1`) before it asks the provider, so a duplicate (the sweeper re-sent
+//! a poll that was only late, a redelivery) finds its number taken and ends.
+
+use std::time::Duration;
+
+use sqlx::PgExecutor;
+use time::OffsetDateTime;
+
+use super::GenerationStatus;
+use super::job::Job;
+use crate::db::Tx;
+use crate::ids::GenerationId;
+
+/// Whether `job` is still polled at `now`: a submitted job until it ends; a failed one for the
+/// late-success `window` after it failed (a success that comes late still completes it); nothing
+/// else.
+pub fn continues(job: &Job, now: OffsetDateTime, window: Duration) -> bool {
+    match job.status {
+        GenerationStatus::Submitted => true,
+        GenerationStatus::Failed => job.completed_at.is_some_and(|failed| now < failed + window),
+        _ => false,
+    }
+}
+
+/// Counts a create attempt of a queued job, before the provider is called: after a crash, the
+/// next delivery knows a task may exist and looks for it first.
+pub async fn count_submit_attempt(
+    executor: impl PgExecutor<'_>,
+    id: GenerationId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE generations SET submit_attempts = submit_attempts + 1 WHERE id = $1 AND status = $2",
+    )
+    .bind(id)
+    .bind(GenerationStatus::Queued)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Starts the poll chain of a job just accepted (in the transaction that accepted it): poll 0 is
+/// due after `first`.
+pub async fn start(tx: &mut Tx, id: GenerationId, first: Duration) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE generations SET next_poll_at = now() + make_interval(secs => $2), polls = 0 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(first.as_secs_f64())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Records the task of a job that moved on while its task was being created (canceled, or failed
+/// by an early failure report): the task id is kept all the same, and a failed job is polled
+/// after `first`, so a success that comes later restores it. Returns the job's status.
+pub async fn keep_task_of_moved_job(
+    executor: impl PgExecutor<'_>,
+    id: GenerationId,
+    remote_task_id: &str,
+    first: Duration,
+) -> Result<Option<GenerationStatus>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE generations SET remote_task_id = COALESCE(remote_task_id, $2),
+                next_poll_at = CASE WHEN status = $4 THEN now() + make_interval(secs => $3) ELSE next_poll_at END
+         WHERE id = $1 RETURNING status",
+    )
+    .bind(id)
+    .bind(remote_task_id)
+    .bind(first.as_secs_f64())
+    .bind(GenerationStatus::Failed)
+    .fetch_optional(executor)
+    .await
+}
+
+/// Claims poll number `number`: `false` if another poll took it (a duplicate), and this one ends.
+pub async fn claim(
+    executor: impl PgExecutor<'_>,
+    id: GenerationId,
+    number: i32,
+) -> Result<bool, sqlx::Error> {
+    let claimed =
+        sqlx::query("UPDATE generations SET polls = polls + 1 WHERE id = $1 AND polls = $2")
+            .bind(id)
+            .bind(number)
+            .execute(executor)
+            .await?
+            .rows_affected();
+    Ok(claimed == 1)
+}
+
+/// The next poll is due after `pause`.
+pub async fn schedule_next(
+    executor: impl PgExecutor<'_>,
+    id: GenerationId,
+    pause: Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE generations SET next_poll_at = now() + make_interval(secs => $2) WHERE id = $1",
+    )
+    .bind(id)
+    .bind(pause.as_secs_f64())
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// No more polls (the job ended, or its late-success window closed).
+pub async fn stop(executor: impl PgExecutor<'_>, id: GenerationId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE generations SET next_poll_at = NULL WHERE id = $1")
+        .bind(id)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// No more polls for a job the client canceled (a job that is not canceled is left alone).
+pub async fn stop_canceled(
+    executor: impl PgExecutor<'_>,
+    id: GenerationId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE generations SET next_poll_at = NULL WHERE id = $1 AND status = $2")
+        .bind(id)
+        .bind(GenerationStatus::Canceled)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Records the progress (percent, capped at 100) a provider reported for a submitted job.
+pub async fn record_progress(
+    executor: impl PgExecutor<'_>,
+    id: GenerationId,
+    progress: u8,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE generations SET progress = $2 WHERE id = $1 AND status = $3")
+        .bind(id)
+        .bind(i16::from(progress.min(100)))
+        .bind(GenerationStatus::Submitted)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Polls overdue by more than `lost_after` (their message was lost), at most `limit`, oldest
+/// first: each is marked due now, so the next sweep leaves it alone unless this one is lost too.
+/// Returns each job with the number its lost poll had.
+pub async fn take_overdue(
+    executor: impl PgExecutor<'_>,
+    lost_after: Duration,
+    limit: i64,
+) -> Result<Vec<(GenerationId, i32)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE generations SET next_poll_at = now()
+         WHERE id IN (SELECT id FROM generations
+                      WHERE next_poll_at < now() - make_interval(secs => $1)
+                      ORDER BY next_poll_at LIMIT $2)
+         RETURNING id, polls",
+    )
+    .bind(lost_after.as_secs_f64())
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}
