@@ -5,6 +5,7 @@ mod archive;
 mod chaos;
 mod credits;
 mod ctl;
+mod diagnostics;
 mod health;
 mod jobs;
 mod lifecycle;
