@@ -1,7 +1,7 @@
 //! Upstream providers: what gengate asks of them and what they answer, independent of any one
 //! provider's wire format. Each provider has a module here with its wire types, status mapping,
 //! error classification and callback parsing (`kling`, `kie`); the HTTP clients live in the
-//! worker. See `../shared/providers.md` in the design docs for the formats.
+//! worker. See `docs/wire-formats.md` for the formats.
 
 mod envelope;
 pub mod kie;
