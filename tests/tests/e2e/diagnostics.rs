@@ -85,3 +85,30 @@ async fn a_message_the_workers_settings_cannot_serve_is_dead_lettered_at_once_an
     assert_eq!(fixed, 1);
     app.assert_reconciled().await;
 }
+
+#[tokio::test]
+async fn the_api_serves_the_callback_urls_the_workers_build() {
+    use gengate_shared::config::Settings;
+    use gengate_shared::generation::callback_token::{CallbackKeys, callback_url};
+    use gengate_shared::providers::ProviderKind;
+    use gengate_tests::requests::sora;
+
+    // No worker: the jobs stay queued and nobody else calls back.
+    let app = TestApp::builder().workers(0).spawn().await;
+    let user = app.create_user(1000).await;
+    let settings = Settings::load_from(None, Some(app.env().clone())).expect("settings");
+    let keys = CallbackKeys::required(&settings.webhook).expect("callback keys");
+    for (provider, request) in
+        [(ProviderKind::Kling, kling("a cat")), (ProviderKind::Kie, sora("a cat"))]
+    {
+        let id = app.submit_ok(&user, &request).await;
+        let generation = id.parse().unwrap();
+        let token = keys.token(keys.current_version(), generation).unwrap();
+        let url = callback_url(&settings.api.public_base_url, provider, generation, &token);
+        // The route exists and the token is the job's: only the (empty) body is refused.
+        let status = app.post_json(&url, &serde_json::json!({})).await;
+        assert_eq!(status, 400, "{provider}: {url}");
+        let forged = callback_url(&settings.api.public_base_url, provider, generation, "0");
+        assert_eq!(app.post_json(&forged, &serde_json::json!({})).await, 401, "{provider}");
+    }
+}
