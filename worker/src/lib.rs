@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use gengate_http::ops::{self, Readiness};
 use gengate_shared::config::Settings;
-use gengate_shared::ops::{self, Readiness};
 use gengate_shared::queue::{Broker, WorkQueue};
 use gengate_shared::{db, shutdown, telemetry};
 
