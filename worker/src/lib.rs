@@ -10,7 +10,6 @@
 pub mod archive;
 pub mod consumer;
 pub mod context;
-pub mod ctl;
 pub mod handlers;
 pub mod providers;
 pub mod queue_depths;
