@@ -4,7 +4,6 @@
 //! Tests read like scenarios: `let app = TestApp::spawn().await;` then requests and assertions on
 //! what a user or an operator would see.
 
-pub mod bench;
 pub mod fixtures;
 pub mod harness;
 pub mod requests;
