@@ -3,16 +3,16 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use gengate_http::problem::Problem;
 use gengate_shared::accounts::AccountError;
 use gengate_shared::generation::cancel::CancelError;
 use gengate_shared::generation::submit::SubmitError;
 use gengate_shared::ledger::{self, LedgerError};
-use gengate_shared::problem::Problem;
 
 /// Result of a handler.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
-pub use gengate_shared::problem::FieldError;
+pub use gengate_shared::validation::FieldError;
 
 /// What can go wrong while answering a request.
 #[derive(Debug, thiserror::Error)]

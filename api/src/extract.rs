@@ -6,7 +6,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use gengate_shared::problem::Problem;
+use gengate_http::problem::Problem;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, FieldError};

@@ -6,9 +6,24 @@
 //! (prompts, names, metadata values) may still span lines: tab, line feed and carriage return are
 //! allowed there.
 
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::problem::FieldError;
+/// One field of a request that failed validation.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's path in the request, e.g. `duration` or `image_urls[1]`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A failing field.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
 
 /// Whether a piece of text may span lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

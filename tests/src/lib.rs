@@ -1,14 +1,12 @@
 //! gengate's test harness: fresh databases and broker namespaces per test, the real binaries
-//! started on free ports, and (in later modules) the provider simulator and load generator.
+//! started on free ports, and the provider simulator (`gengate-sim`) standing in for providers.
 //!
 //! Tests read like scenarios: `let app = TestApp::spawn().await;` then requests and assertions on
 //! what a user or an operator would see.
 
-pub mod bench;
 pub mod fixtures;
 pub mod harness;
 pub mod requests;
-pub mod sim;
 
 pub use harness::app::{ADMIN_TOKEN, INTERNAL_TOKEN, TestApp, TestAppBuilder, TestUser};
 pub use harness::broker::TestBroker;

@@ -10,7 +10,6 @@
 pub mod archive;
 pub mod consumer;
 pub mod context;
-pub mod ctl;
 pub mod handlers;
 pub mod providers;
 pub mod queue_depths;
@@ -22,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use gengate_http::ops::{self, Readiness};
 use gengate_shared::config::Settings;
-use gengate_shared::ops::{self, Readiness};
 use gengate_shared::queue::{Broker, WorkQueue};
 use gengate_shared::{db, shutdown, telemetry};
 

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
-use gengate_shared::problem::Problem;
+use gengate_http::problem::Problem;
 use gengate_shared::storage::{self, LinkRefusal};
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange};

@@ -7,8 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Catalogue, Model, price};
 use crate::generation::{GenerationParams, MediaType, Mode};
-use crate::problem::FieldError;
-use crate::validation::{self, Text};
+use crate::validation::{self, FieldError, Text};
 
 const KNOWN_FIELDS: &[&str] = &[
     "model",

@@ -13,7 +13,7 @@ use super::db::TestDatabase;
 use super::eventually;
 use super::process::{Process, binary, log_dir};
 use super::s3::S3Server;
-use crate::sim::{SimConfig, SimHandle, Simulator};
+use gengate_sim::{SimConfig, SimHandle, Simulator};
 
 /// Admin token the test stack is configured with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
@@ -472,7 +472,7 @@ impl TestApp {
 
     /// The simulator's task of a generation (Kling: by `external_task_id`; kie: by the generation
     /// id in its callback URL), once a worker created it.
-    pub async fn sim_task(&self, id: &str) -> crate::sim::TaskView {
+    pub async fn sim_task(&self, id: &str) -> gengate_sim::TaskView {
         eventually(&format!("the provider task of {id}"), Duration::from_secs(30), || async {
             self.sim.tasks().into_iter().find(|task| {
                 task.external_task_id.as_deref() == Some(id)

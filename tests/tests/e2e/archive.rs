@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use gengate_shared::config::Settings;
 use gengate_shared::queue::{Envelope, payloads};
+use gengate_sim::{TINY_MP4, TINY_PNG};
 use gengate_tests::harness::eventually;
 use gengate_tests::requests::{SORA_COST, sora};
-use gengate_tests::sim::{TINY_MP4, TINY_PNG};
 use gengate_tests::{TestApp, TestUser};
 use gengate_worker::context::WorkerContext;
 use gengate_worker::handlers::{Outcome, dispatch};

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use gengate_shared::ledger;
 use gengate_shared::queue::WorkQueue;
+use gengate_sim::{Rates, SimConfig};
 use gengate_tests::harness::{restart_postgres, restart_rabbitmq};
-use gengate_tests::sim::{Rates, SimConfig};
 use gengate_tests::{TestApp, TestUser};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

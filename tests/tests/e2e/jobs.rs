@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use gengate_shared::ledger;
+use gengate_sim::{Provider, SimConfig};
 use gengate_tests::harness::eventually;
-use gengate_tests::sim::{Provider, SimConfig};
 use gengate_tests::{TestApp, TestUser};
 use serde_json::{Value, json};
 

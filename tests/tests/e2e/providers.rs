@@ -16,8 +16,8 @@ use gengate_shared::ids::GenerationId;
 use gengate_shared::providers::{
     self, ProviderError, ProviderKind, TaskRef, TaskRequest, TaskState, TaskUpdate, kie,
 };
+use gengate_sim::{RecordedRequest, SimConfig, SimHandle, Simulator};
 use gengate_tests::harness::eventually;
-use gengate_tests::sim::{self, RecordedRequest, SimConfig, SimHandle, Simulator};
 use gengate_worker::providers::{ProviderClient, Registry};
 use serde_json::json;
 
@@ -184,7 +184,7 @@ async fn kling_text2video_is_signed_sent_queried_and_found_by_generation() {
     let authorization = sent[0].headers.get("authorization").map(String::as_str);
     let config = up.sim.config();
     let now = unix_now();
-    let claims = sim::jwt::verify_bearer(
+    let claims = gengate_sim::jwt::verify_bearer(
         authorization,
         &config.kling_access_key,
         &config.kling_secret_key,
@@ -528,7 +528,8 @@ async fn simulator_callbacks_parse_bare_wrapped_and_signed() {
     assert!(kie::verify_webhook_signature(hmac_key, &task_id, &timestamp, &signature));
     assert!(!kie::verify_webhook_signature("another-key", &task_id, &timestamp, &signature));
     assert!(kie::webhook_timestamp_is_fresh(&timestamp, unix_now(), 300));
-    let sim_signature = sim::kie_webhook_signature(hmac_key, &task_id, timestamp.parse().unwrap());
+    let sim_signature =
+        gengate_sim::kie_webhook_signature(hmac_key, &task_id, timestamp.parse().unwrap());
     assert_eq!(kie::webhook_signature(hmac_key, &task_id, &timestamp), sim_signature);
     // The poll agrees with the callback.
     let polled = up.until_terminal(ProviderKind::Kie, &task_ref(&request, &task_id)).await;

@@ -27,10 +27,10 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use gengate_shared::generation::failure::outside_text;
+use gengate_sim::{DIRTY_FAILURE_MESSAGE, FAILURE_MESSAGE, Outcome, SimConfig};
 use gengate_tests::harness::eventually;
 use gengate_tests::harness::process::binary;
 use gengate_tests::requests::{KLING_COST, SORA_COST, kling, sora};
-use gengate_tests::sim::{DIRTY_FAILURE_MESSAGE, FAILURE_MESSAGE, Outcome, SimConfig};
 use gengate_tests::{ADMIN_TOKEN, INTERNAL_TOKEN, TestApp, TestUser};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -198,7 +198,7 @@ async fn kie_webhooks_need_a_valid_fresh_signature_when_a_key_is_configured() {
     let body = kie_failure(&task.task_id);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let sign = |key: &str, task_id: &str, at: i64| {
-        (at.to_string(), gengate_tests::sim::kie_webhook_signature(key, task_id, at))
+        (at.to_string(), gengate_sim::kie_webhook_signature(key, task_id, at))
     };
     let cases = [
         ("unsigned", None),

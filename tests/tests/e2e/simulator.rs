@@ -11,8 +11,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine;
+use gengate_sim::{Outcome, SimConfig, SimHandle, Simulator};
 use gengate_tests::harness::eventually;
-use gengate_tests::sim::{self, Outcome, SimConfig, SimHandle, Simulator};
 use hmac::Mac;
 use serde_json::{Value, json};
 
@@ -248,10 +248,10 @@ async fn kling_refuses_unsigned_forged_expired_premature_and_foreign_tokens() {
     let now = unix_now();
 
     let cases = [
-        ("forged signature", sim::jwt::kling_token(access, "not-the-secret", now), 1000),
-        ("expired", sim::jwt::kling_token(access, secret, now - 3600), 1004),
-        ("not yet valid", sim::jwt::kling_token(access, secret, now + 600), 1003),
-        ("foreign issuer", sim::jwt::kling_token("someone-else", secret, now), 1000),
+        ("forged signature", gengate_sim::jwt::kling_token(access, "not-the-secret", now), 1000),
+        ("expired", gengate_sim::jwt::kling_token(access, secret, now - 3600), 1004),
+        ("not yet valid", gengate_sim::jwt::kling_token(access, secret, now + 600), 1003),
+        ("foreign issuer", gengate_sim::jwt::kling_token("someone-else", secret, now), 1000),
         ("not a JWT", "garbage".to_owned(), 1002),
     ];
     for (case, token, code) in cases {
@@ -620,7 +620,7 @@ async fn evil_url_marker_points_the_result_at_a_foreign_host() {
     assert!(url.starts_with("https://evil.example.com/"), "{url}");
     let (kie, _) = gw.kie_until(&kie_id, "success").await;
     let result: Value = serde_json::from_str(kie["resultJson"].as_str().unwrap()).unwrap();
-    assert!(result["resultUrls"][0].as_str().unwrap().starts_with(sim::EVIL_ORIGIN));
+    assert!(result["resultUrls"][0].as_str().unwrap().starts_with(gengate_sim::EVIL_ORIGIN));
 }
 
 #[tokio::test]
@@ -697,8 +697,12 @@ async fn failed_callbacks_are_retried_until_the_receiver_accepts() {
 
 #[tokio::test]
 async fn rates_with_a_seed_give_the_same_fates_on_every_run() {
-    let rates =
-        sim::Rates { create_retry: 0.5, fail: 0.5, no_callback: 0.3, ..sim::Rates::default() };
+    let rates = gengate_sim::Rates {
+        create_retry: 0.5,
+        fail: 0.5,
+        no_callback: 0.3,
+        ..gengate_sim::Rates::default()
+    };
     let config = SimConfig { seed: 42, rates, ..fast() };
 
     async fn fates(config: SimConfig) -> Vec<(u16, Outcome, bool)> {
@@ -729,7 +733,7 @@ async fn rates_with_a_seed_give_the_same_fates_on_every_run() {
 
     // A marker takes the task out of the rates.
     let gw = Gateway::start(SimConfig {
-        rates: sim::Rates { fail: 1.0, ..sim::Rates::default() },
+        rates: gengate_sim::Rates { fail: 1.0, ..gengate_sim::Rates::default() },
         ..fast()
     });
     gw.kling_task("[[sim:ok]] spared", "gen-marked", "").await;

@@ -7,12 +7,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
+use gengate_shared::db;
+use gengate_shared::queue::Broker;
+use gengate_shared::telemetry::PrometheusHandle;
 use serde_json::json;
 use sqlx::PgPool;
 
 use crate::problem::Problem;
-use crate::queue::Broker;
 
 /// What `/readyz` checks.
 #[derive(Clone, Debug)]
@@ -27,7 +28,7 @@ impl Readiness {
     /// Checks every dependency; `Err` lists the failing ones with the reason.
     pub async fn check(&self) -> Result<(), Vec<(&'static str, String)>> {
         let mut failing = Vec::new();
-        if let Err(reason) = crate::db::ping(&self.pool, Duration::from_secs(2)).await {
+        if let Err(reason) = db::ping(&self.pool, Duration::from_secs(2)).await {
             failing.push(("postgres", reason));
         }
         if !self.broker.is_connected() {

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use gengate_shared::accounts::NewUser;
 use gengate_shared::config::Settings;
 use gengate_shared::ids::{ApiKeyId, GenerationId, UserId};
-use gengate_worker::ctl::{self, Refused, admin, dlq, output};
+use gengatectl::{Refused, admin, archive, dlq, output};
 use time::OffsetDateTime;
 
 #[derive(Debug, Parser)]
@@ -87,7 +87,7 @@ enum ArchiveCommand {
 }
 
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {
-    ctl::output::parse_duration(text)
+    output::parse_duration(text)
 }
 
 #[derive(Debug, Args)]
@@ -326,9 +326,9 @@ fn parse_expiry(text: &str) -> Result<OffsetDateTime, Refused> {
 
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<bool> {
     match cli.command {
-        Command::Setup => ctl::setup(&settings).await?,
+        Command::Setup => gengatectl::setup(&settings).await?,
         Command::Ledger(LedgerCommand::Reconcile { user, json }) => {
-            return ctl::reconcile(&settings, user, json).await;
+            return gengatectl::reconcile(&settings, user, json).await;
         }
         Command::Dlq(command) => match command {
             DlqCommand::List { filter, limit, json } => {
@@ -373,10 +373,10 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<bool> {
             admin::show_credits(&settings, user, limit, json).await?
         }
         Command::Archive(ArchiveCommand::Retry { generation, failed: _, json }) => {
-            ctl::archive::retry(&settings, generation, json).await?
+            archive::retry(&settings, generation, json).await?
         }
         Command::Archive(ArchiveCommand::Purge { older_than, dry_run, yes, json }) => {
-            ctl::archive::purge(&settings, older_than, dry_run, yes, json).await?
+            archive::purge(&settings, older_than, dry_run, yes, json).await?
         }
         Command::Generation(command) => match command {
             GenerationCommand::Show { id, json } => {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use gengate_tests::bench::env_file::{self, Overrides, Target};
-use gengate_tests::bench::{self, BenchConfig, Scenario, parse_duration};
+use gengate_bench::env_file::{self, Overrides, Target};
+use gengate_bench::{BenchConfig, Scenario, parse_duration};
 use tokio_util::sync::CancellationToken;
 
 /// Load generator for gengate: submit throughput, submit-to-completed latency, read latency,
@@ -138,7 +138,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     });
 
-    let report = bench::run(config, stop).await?;
+    let report = gengate_bench::run(config, stop).await?;
     print!("{}", report.table());
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report).context("serializing the report")?;

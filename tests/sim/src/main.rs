@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use gengate_shared::config::{LogFormat, TelemetrySettings};
-use gengate_tests::sim::{Rates, SimConfig, Simulator};
+use gengate_sim::{Rates, SimConfig, Simulator};
 
 /// Kling and kie.ai on one port, with fault injection by prompt markers and rates.
 #[derive(Debug, Parser)]

@@ -158,8 +158,8 @@ fn advance(state: &mut State, task_id: &str, phase: Phase, base_url: &str) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::SimConfig;
-    use crate::sim::fate::Directives;
+    use crate::SimConfig;
+    use crate::fate::Directives;
 
     fn phases(prompt: &str) -> Vec<Phase> {
         let fate = Fate::decide(&Directives::parse(prompt), &SimConfig::default(), "k");

@@ -108,11 +108,11 @@ fn large_body(size: u64) -> Response {
     response
 }
 
-/// A real PNG, 32×32 (see `tests/fixtures/media/README.md`).
-pub const TINY_PNG: &[u8] = include_bytes!("../../fixtures/media/tiny.png");
+/// A real PNG, 32×32 (see `tests/sim/fixtures/media/README.md`).
+pub const TINY_PNG: &[u8] = include_bytes!("../fixtures/media/tiny.png");
 
-/// A real MP4: one second of 64×36 H.264 (see `tests/fixtures/media/README.md`).
-pub const TINY_MP4: &[u8] = include_bytes!("../../fixtures/media/tiny.mp4");
+/// A real MP4: one second of 64×36 H.264 (see `tests/sim/fixtures/media/README.md`).
+pub const TINY_MP4: &[u8] = include_bytes!("../fixtures/media/tiny.mp4");
 
 #[cfg(test)]
 mod tests {

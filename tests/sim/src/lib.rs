@@ -7,7 +7,7 @@
 //! See `docs/simulator.md`.
 //!
 //! ```no_run
-//! use gengate_tests::sim::{SimConfig, Simulator};
+//! use gengate_sim::{SimConfig, Simulator};
 //!
 //! let sim = Simulator::start(SimConfig::default()).expect("simulator starts");
 //! let kling_base_url = sim.url(); // give this to the gateway as the provider's base URL

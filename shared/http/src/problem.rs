@@ -8,22 +8,6 @@ use serde_json::{Map, Value};
 /// `application/problem+json`.
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
-/// One field of a request that failed validation.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct FieldError {
-    /// The field's path in the request, e.g. `duration` or `image_urls[1]`.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl FieldError {
-    /// A failing field.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
-    }
-}
-
 /// An error answer: a stable machine-readable `code`, a human `detail`, and extra fields.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {

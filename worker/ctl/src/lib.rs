@@ -1,4 +1,5 @@
-//! The commands behind `gengatectl`.
+//! The commands behind `gengatectl` (its arguments are parsed in `main.rs`). It reaches
+//! PostgreSQL and RabbitMQ through `gengate-shared` alone, not through the worker's code.
 //!
 //! Exit codes scripts can rely on: 0 done, 1 the command ran and found a problem (ledger
 //! mismatches), 2 refused (bad arguments, an unconfirmed purge, nothing to act on), 3 an
