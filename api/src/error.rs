@@ -265,7 +265,7 @@ fn ledger_problem(err: LedgerError) -> Response {
 
 /// `429 rate_limited` with `Retry-After` (whole seconds, at least 1).
 fn rate_limited(wait: std::time::Duration, what: &str) -> Response {
-    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     let mut response = Problem::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",

@@ -85,7 +85,7 @@ pub async fn serve(settings: Settings, addr_file: Option<PathBuf>) -> anyhow::Re
             ops??;
         }
         Err(_) => tracing::warn!(
-            grace_ms = grace.as_millis() as u64,
+            grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
             "in-flight requests did not finish within the grace period"
         ),
     }

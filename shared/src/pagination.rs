@@ -44,9 +44,10 @@ impl Cursor {
     /// The cursor after the last of `rows` when there were more than `limit`; trims `rows`.
     pub fn next_page<T>(
         rows: &mut Vec<T>,
-        limit: usize,
+        limit: i64,
         key: impl Fn(&T) -> Cursor,
     ) -> Option<String> {
+        let limit = usize::try_from(limit).unwrap_or(0);
         if rows.len() > limit {
             rows.truncate(limit);
             rows.last().map(|row| key(row).encode())

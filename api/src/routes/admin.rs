@@ -21,7 +21,7 @@ use crate::extract::{Json, Path};
 use crate::state::ApiContext;
 
 /// The admin routes.
-pub fn routes() -> Router<ApiContext> {
+pub(crate) fn routes() -> Router<ApiContext> {
     Router::new()
         .route("/admin/users", post(create_user))
         .route("/admin/users/{id}/api-keys", post(create_api_key).get(list_api_keys))

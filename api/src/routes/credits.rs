@@ -16,7 +16,7 @@ use crate::extract::Query;
 use crate::state::ApiContext;
 
 /// The credits routes.
-pub fn routes() -> Router<ApiContext> {
+pub(crate) fn routes() -> Router<ApiContext> {
     Router::new()
         .route("/v1/credits", get(balance))
         .route("/v1/credits/timeline", get(timeline))

@@ -22,7 +22,7 @@ use crate::extract::{Path, Query};
 use crate::state::ApiContext;
 
 /// The file routes.
-pub fn routes() -> Router<ApiContext> {
+pub(crate) fn routes() -> Router<ApiContext> {
     Router::new().route("/files/{*key}", get(serve))
 }
 

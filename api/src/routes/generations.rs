@@ -21,7 +21,7 @@ use crate::extract::{Json, Path, Query};
 use crate::state::ApiContext;
 
 /// The generation routes.
-pub fn routes() -> Router<ApiContext> {
+pub(crate) fn routes() -> Router<ApiContext> {
     Router::new()
         .route("/v1/generations", post(create).get(list))
         .route("/v1/generations/{id}", get(show))

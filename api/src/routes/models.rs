@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::state::ApiContext;
 
 /// The catalogue route (public: prices are not secret).
-pub fn routes() -> Router<ApiContext> {
+pub(crate) fn routes() -> Router<ApiContext> {
     Router::new().route("/v1/models", get(models))
 }
 

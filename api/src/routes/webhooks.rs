@@ -37,7 +37,7 @@ use crate::extract::{Json, Path, Query};
 use crate::state::ApiContext;
 
 /// The provider ingress routes.
-pub fn routes(max_body_bytes: usize) -> Router<ApiContext> {
+pub(crate) fn routes(max_body_bytes: usize) -> Router<ApiContext> {
     Router::new()
         .route(callback_token::WEBHOOK_PATH, post(unified_webhook))
         .route(callback_token::KLING_CALLBACK_ROUTE, post(kling_callback))
@@ -45,7 +45,7 @@ pub fn routes(max_body_bytes: usize) -> Router<ApiContext> {
 }
 
 /// The server-to-server routes (`Authorization: Bearer <internal token>`).
-pub fn internal_routes() -> Router<ApiContext> {
+pub(crate) fn internal_routes() -> Router<ApiContext> {
     Router::new().route("/api/generation/handle-failure", post(handle_failure))
 }
 

@@ -77,10 +77,21 @@ pub fn settle_by_usage(cost: i64, expected: f64, reported: f64) -> i64 {
     if !(expected > 0.0 && reported.is_finite() && reported >= 0.0) || reported >= expected {
         return cost;
     }
-    // Whole thousandths of a unit keep the arithmetic exact enough and integer.
-    let expected = (expected * 1000.0).round() as i128;
-    let reported = (reported * 1000.0).round() as i128;
-    ((i128::from(cost) * reported + expected - 1) / expected) as i64
+    // Whole thousandths of a unit keep the arithmetic exact enough and integer. Usage is seconds
+    // or items: a figure past 10^15 units is not usage, and the price stands.
+    let thousandths = |units: f64| {
+        let scaled = (units * 1000.0).round();
+        #[allow(clippy::cast_possible_truncation, reason = "checked to be below 10^18 first")]
+        (scaled < 1e18).then_some(scaled as i128)
+    };
+    let (Some(expected), Some(reported)) = (thousandths(expected), thousandths(reported)) else {
+        return cost;
+    };
+    if expected == 0 {
+        return cost;
+    }
+    // At most `cost` (reported < expected), so it fits in an i64.
+    i64::try_from((i128::from(cost) * reported + expected - 1) / expected).unwrap_or(cost)
 }
 
 impl Model {
@@ -165,7 +176,13 @@ impl Catalogue {
                 if !(factor.is_finite() && *factor > 0.0 && *factor < 100.0) {
                     bad(format!("quality {quality} has factor {factor}, not in (0, 100)"));
                 } else {
-                    qualities.push((quality.clone(), (factor * 1000.0).round() as Permille));
+                    #[allow(
+                        clippy::cast_possible_truncation,
+                        clippy::cast_sign_loss,
+                        reason = "the factor is checked to be in (0, 100): at most 100,000 permille"
+                    )]
+                    let permille = (factor * 1000.0).round() as Permille;
+                    qualities.push((quality.clone(), permille));
                 }
             }
             match (&m.default_quality, qualities.is_empty()) {

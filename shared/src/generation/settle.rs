@@ -146,7 +146,9 @@ async fn store_files(
             }
         }
         MediaType::Image => {
-            for (i, file) in files.iter().enumerate() {
+            // Positions are smallints: files past the 32,767th are not kept (no provider returns
+            // that many images for one request).
+            for (position, file) in (0i16..).zip(files) {
                 sqlx::query(
                     "INSERT INTO generation_images (id, generation_id, position, url)
                      VALUES ($1, $2, $3, $4)
@@ -154,7 +156,7 @@ async fn store_files(
                 )
                 .bind(uuid::Uuid::now_v7())
                 .bind(id)
-                .bind(i as i16)
+                .bind(position)
                 .bind(&file.url)
                 .execute(&mut **tx)
                 .await?;

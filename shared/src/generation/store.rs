@@ -305,10 +305,8 @@ pub async fn list(
         .fetch_all(executor)
         .await?;
     let mut data: Vec<GenerationView> = rows.into_iter().map(|row| row.into_view(false)).collect();
-    let next_cursor = Cursor::next_page(&mut data, limit as usize, |g| Cursor {
-        created_at: g.created_at,
-        id: g.id.0,
-    });
+    let next_cursor =
+        Cursor::next_page(&mut data, limit, |g| Cursor { created_at: g.created_at, id: g.id.0 });
     Ok(GenerationPage { data, next_cursor })
 }
 

@@ -143,7 +143,8 @@ pub(super) async fn settle_debt(tx: &mut Tx, user_id: UserId) -> Result<i64, Led
             .bind(drawn)
             .execute(&mut **tx)
             .await?;
-        metrics::counter!("gengate_ledger_debt_settled_credits_total").increment(drawn as u64);
+        metrics::counter!("gengate_ledger_debt_settled_credits_total")
+            .increment(drawn.unsigned_abs());
     }
     Ok(drawn)
 }

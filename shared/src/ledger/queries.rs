@@ -186,10 +186,8 @@ pub async fn timeline(
     .bind(limit + 1)
     .fetch_all(executor)
     .await?;
-    let next_cursor = Cursor::next_page(&mut data, limit as usize, |e| Cursor {
-        created_at: e.created_at,
-        id: e.id.0,
-    });
+    let next_cursor =
+        Cursor::next_page(&mut data, limit, |e| Cursor { created_at: e.created_at, id: e.id.0 });
     Ok(TimelinePage { data, next_cursor })
 }
 

@@ -85,7 +85,7 @@ pub async fn reconcile(
     .bind(user)
     .fetch_all(executor)
     .await?;
-    report.grants = grants.len() as i64;
+    report.grants = count(&grants);
     for (id, user_id, expected, actual) in grants {
         if expected != actual {
             report.mismatches.push(Mismatch {
@@ -112,7 +112,7 @@ pub async fn reconcile(
     .bind(user)
     .fetch_all(executor)
     .await?;
-    report.generations = generations.len() as i64;
+    report.generations = count(&generations);
     for GenerationCharge { id, user_id, status, billing, cost, final_cost, net } in generations {
         let expected = match (status, billing) {
             (GenerationStatus::Completed, _) => final_cost.unwrap_or(cost),
@@ -146,7 +146,7 @@ pub async fn reconcile(
     .bind(super::TransType::DebtSettlement.name())
     .fetch_all(executor)
     .await?;
-    report.users = users.len() as i64;
+    report.users = count(&users);
 
     let holds: Vec<(uuid::Uuid, UserId, GenerationStatus, Billing, i64, i64)> = sqlx::query_as(
         "SELECT g.id, g.user_id, g.status, g.billing, g.cost,
@@ -163,7 +163,7 @@ pub async fn reconcile(
     .bind([GenerationStatus::Queued, GenerationStatus::Submitted])
     .fetch_all(executor)
     .await?;
-    report.holds = holds.len() as i64;
+    report.holds = count(&holds);
     for (id, user_id, status, billing, cost, held) in holds {
         let expected = if billing == Billing::Postpaid && status.is_in_flight() { cost } else { 0 };
         if held != expected {
@@ -190,4 +190,9 @@ pub async fn reconcile(
         }
     }
     Ok(report)
+}
+
+/// How many rows were checked.
+fn count<T>(rows: &[T]) -> i64 {
+    i64::try_from(rows.len()).unwrap_or(i64::MAX)
 }

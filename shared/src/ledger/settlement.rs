@@ -125,7 +125,8 @@ pub(super) async fn give_back(
     .bind(&amounts)
     .fetch_one(&mut **tx)
     .await?;
-    if adjusted as usize != returns.len() || written as usize != returns.len() {
+    let moves = i64::try_from(returns.len()).unwrap_or(i64::MAX);
+    if adjusted != moves || written != moves {
         return Err(LedgerError::Inconsistent(format!(
             "adjusted {adjusted} and wrote {written} of {} grant moves",
             returns.len()
@@ -150,7 +151,7 @@ async fn adjust_grants(
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    if updated as usize != grant_ids.len() {
+    if usize::try_from(updated).ok() != Some(grant_ids.len()) {
         return Err(LedgerError::Inconsistent(format!(
             "adjusted {updated} of {} grants",
             grant_ids.len()
@@ -228,7 +229,7 @@ pub async fn reserve(
         &plan,
     )
     .await?;
-    metrics::counter!("gengate_ledger_reserved_credits_total").increment(cost as u64);
+    metrics::counter!("gengate_ledger_reserved_credits_total").increment(cost.unsigned_abs());
     Ok(())
 }
 
@@ -275,7 +276,7 @@ pub async fn hold(
         .bind(cost)
         .execute(&mut **tx)
         .await?;
-    metrics::counter!("gengate_ledger_held_credits_total").increment(cost as u64);
+    metrics::counter!("gengate_ledger_held_credits_total").increment(cost.unsigned_abs());
     Ok(())
 }
 
@@ -429,7 +430,8 @@ pub async fn refund(
         forgive_debt(tx, generation.user_id, forgiven).await?;
     }
     if returned > 0 {
-        metrics::counter!("gengate_ledger_refunded_credits_total").increment(returned as u64);
+        metrics::counter!("gengate_ledger_refunded_credits_total")
+            .increment(returned.unsigned_abs());
     }
     Ok(returned)
 }
@@ -462,7 +464,8 @@ async fn charge_up_to(
             .bind(debt_added)
             .execute(&mut **tx)
             .await?;
-        metrics::counter!("gengate_ledger_debt_created_credits_total").increment(debt_added as u64);
+        metrics::counter!("gengate_ledger_debt_created_credits_total")
+            .increment(debt_added.unsigned_abs());
     }
     Ok(ChargeOutcome { from_grants, debt_added })
 }

@@ -21,7 +21,7 @@ const SNIPPET_CHARS: usize = 200;
 impl Envelope {
     /// Reads an answer body; a body that is not a JSON object gives no code and a snippet of the
     /// text as the message, so the classification falls back on the HTTP status.
-    pub fn parse(body: &[u8]) -> Self {
+    pub(crate) fn parse(body: &[u8]) -> Self {
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(mut object)) => {
                 let code = object.get("code").and_then(integer);

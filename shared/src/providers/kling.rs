@@ -249,6 +249,7 @@ fn videos(task: &Value) -> Vec<ResultFile> {
         .filter_map(|video| {
             let url = video.get("url").and_then(Value::as_str).filter(|u| !u.is_empty())?;
             let duration_s = video.get("duration").and_then(|d| match d {
+                #[allow(clippy::cast_possible_truncation, reason = "a clip length needs no f64")]
                 Value::Number(n) => n.as_f64().map(|n| n as f32),
                 Value::String(s) => s.trim().parse().ok(),
                 _ => None,

@@ -161,7 +161,10 @@ impl Topology {
         let queue_options = QueueDeclareOptions { durable: true, ..Default::default() };
         for queue in WorkQueue::ALL {
             let mut args = quorum_args();
-            args.insert("x-delivery-limit".into(), AMQPValue::LongInt(self.delivery_limit as i32));
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
+            );
             args.insert("x-dead-letter-exchange".into(), string(&self.dead_letter_exchange()));
             channel.queue_declare(self.queue(queue).into(), queue_options, args).await?;
             channel
@@ -190,7 +193,10 @@ impl Topology {
 
         for tier in &self.delay_tiers {
             let mut args = quorum_args();
-            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(tier.as_millis() as i64));
+            args.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(i64::try_from(tier.as_millis()).unwrap_or(i64::MAX)),
+            );
             // No dead-letter routing key: an expired message keeps its own and lands in its queue.
             args.insert("x-dead-letter-exchange".into(), string(&self.exchange()));
             channel.queue_declare(self.delay_queue(*tier).into(), queue_options, args).await?;

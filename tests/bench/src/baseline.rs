@@ -195,7 +195,7 @@ pub async fn run(
     duration: Duration,
     version: String,
 ) -> BaselineReport {
-    let seconds = duration.as_secs_f64().ceil().max(1.0) as u64;
+    let seconds = (duration.as_secs() + u64::from(duration.subsec_nanos() > 0)).max(1);
     let threads = clients.min(std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let mut report = BaselineReport::empty("failed", String::new(), clients, duration);
     report.duration_s = seconds;

@@ -522,7 +522,7 @@ async fn measure(
         window_s: settings.window.as_secs_f64(),
         elapsed_s: elapsed.as_secs_f64(),
         job_timeout_s: settings.job_timeout.as_secs_f64(),
-        poll_interval_ms: settings.poll_interval.as_millis() as u64,
+        poll_interval_ms: u64::try_from(settings.poll_interval.as_millis()).unwrap_or(u64::MAX),
         submitted: tally.submitted,
         completed: tally.completed,
         completed_in_window: tally.completed_in_window,

@@ -22,7 +22,7 @@ pub fn count_bar(label: &str, total: u64) -> ProgressBar {
 
 /// A bar that fills over `window` of wall time; its message shows a running count and rate.
 pub fn timed_bar(label: &str, window: Duration) -> ProgressBar {
-    let bar = ProgressBar::new(window.as_millis() as u64).with_style(
+    let bar = ProgressBar::new(u64::try_from(window.as_millis()).unwrap_or(u64::MAX)).with_style(
         ProgressStyle::with_template("{prefix:>18.bold} [{bar:30}] {elapsed}/{duration} {msg}")
             .expect("valid template")
             .progress_chars("=> "),
@@ -54,7 +54,8 @@ impl Ticker {
                         _ = tick.tick() => {}
                     }
                     let elapsed = start.elapsed();
-                    bar.set_position((elapsed.as_millis() as u64).min(bar.length().unwrap_or(0)));
+                    let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+                    bar.set_position(millis.min(bar.length().unwrap_or(0)));
                     if let Some(counter) = &counter {
                         let count = counter.load(Ordering::Relaxed);
                         bar.set_message(format!(

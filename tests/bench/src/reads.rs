@@ -98,7 +98,7 @@ pub async fn run(
     stop: &CancellationToken,
 ) -> anyhow::Result<ReadsReport> {
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(SEED_TASKS as u32)
+        .max_connections(u32::try_from(SEED_TASKS).expect("a handful of seed tasks"))
         .acquire_timeout(Duration::from_secs(10))
         .connect(database_url)
         .await
@@ -129,7 +129,8 @@ pub async fn run(
         move |client, n| {
             let (api, key, paths) = (api.clone(), key.clone(), paths.clone());
             // Spread the clients over the seeded generations.
-            let path = paths[(client + n as usize * concurrency) % paths.len()].clone();
+            let n = usize::try_from(n).unwrap_or_default();
+            let path = paths[(client + n * concurrency) % paths.len()].clone();
             async move { api.get(&key, &path).await }
         }
     })
@@ -214,7 +215,7 @@ fn seed_grant(user: UserId, run_id: &str, i: usize) -> NewGrant {
         user_id: user,
         source: if order { GrantSource::OrderPay } else { GrantSource::SystemAdd },
         amount: if drained {
-            COST * (GENERATIONS / DRAINED_GRANTS) as i64
+            COST * i64::try_from(GENERATIONS / DRAINED_GRANTS).expect("a small count")
         } else {
             UNTOUCHED_GRANT
         },
@@ -314,7 +315,7 @@ mod tests {
         let user = UserId::new();
         let grants: Vec<NewGrant> = (0..GRANTS).map(|i| seed_grant(user, "r", i)).collect();
         let drained: i64 = grants.iter().filter(|g| g.priority == 0).map(|g| g.amount).sum();
-        assert_eq!(drained, COST * GENERATIONS as i64);
+        assert_eq!(drained, COST * i64::try_from(GENERATIONS).unwrap());
         assert_eq!(GRANTS + GENERATIONS, LEDGER_ENTRIES);
         // Drawn first: priority 0, no expiry (an expiring grant of the same priority would go
         // before them).

@@ -16,6 +16,11 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
     }
     let p = p.clamp(0.0, 100.0);
     // p × n first: exact for whole percentages, where p / 100 × n may land a hair above a rank.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "p is clamped to [0, 100]: the rank is between 0 and the sample count"
+    )]
     let rank = (p * sorted.len() as f64 / 100.0).ceil() as usize;
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }

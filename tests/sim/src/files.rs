@@ -98,9 +98,9 @@ async fn serve(State(sim): State<Sim>, Path(name): Path<String>) -> Response {
 /// `Content-Length`.
 fn large_body(size: u64) -> Response {
     const CHUNK: u64 = 64 * 1024;
-    let chunk = Bytes::from(vec![b'g'; CHUNK as usize]);
+    let chunk = Bytes::from(vec![b'g'; usize::try_from(CHUNK).expect("64 KiB")]);
     let chunks = (0..size.div_ceil(CHUNK)).map(move |i| {
-        let len = CHUNK.min(size - i * CHUNK) as usize;
+        let len = usize::try_from(CHUNK.min(size - i * CHUNK)).expect("at most a chunk");
         Ok::<_, std::io::Error>(chunk.slice(..len))
     });
     let mut response = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));

@@ -274,6 +274,11 @@ fn unit_deduction(task: &Task) -> u64 {
         return units;
     }
     let seconds = task.duration.parse::<f64>().unwrap_or(5.0).max(1.0);
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "at least 1; an absurd duration saturates, which is what a provider would bill"
+    )]
     let units = (seconds / 5.0).ceil() as u64;
     let pro = task.request.get("mode").and_then(Value::as_str) == Some("pro");
     if pro { units * 2 } else { units }

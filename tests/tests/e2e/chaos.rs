@@ -292,7 +292,8 @@ async fn serial_chaos_no_job_is_lost_and_no_credit_moves_twice() {
     .fetch_all(&app.pool)
     .await
     .unwrap();
-    let completed = rows.iter().filter(|(_, s, _, _)| s == "completed").count() as i64;
+    let completed = rows.iter().filter(|(_, s, _, _)| s == "completed").count();
+    let completed = i64::try_from(completed).unwrap();
     assert_eq!(
         files.iter().map(|(_, n, _)| n).sum::<i64>(),
         completed,

@@ -360,7 +360,11 @@ async fn two_hundred_parallel_postpaid_submits_promise_no_more_than_the_balance(
         join_all(submits).await.into_iter().map(Result::unwrap).collect();
     let accepted: Vec<&(usize, StatusCode, Value)> =
         answers.iter().filter(|(_, s, _)| *s == StatusCode::ACCEPTED).collect();
-    assert_eq!(accepted.len() as i64, AFFORDABLE, "exactly what the balance covers");
+    assert_eq!(
+        i64::try_from(accepted.len()).unwrap(),
+        AFFORDABLE,
+        "exactly what the balance covers"
+    );
     for (_, status, body) in answers.iter().filter(|(_, s, _)| *s != StatusCode::ACCEPTED) {
         assert_eq!(*status, StatusCode::PAYMENT_REQUIRED, "{body}");
         assert_eq!(body["code"], "insufficient_credits");

@@ -181,9 +181,10 @@ fn x_deaths(headers: &FieldTable) -> Vec<Death> {
                     reason: string("reason"),
                     queue: string("queue"),
                     time: match get("time") {
-                        Some(AMQPValue::Timestamp(t)) => {
-                            OffsetDateTime::from_unix_timestamp(*t as i64).ok()
-                        }
+                        Some(AMQPValue::Timestamp(t)) => OffsetDateTime::from_unix_timestamp(
+                            i64::try_from(*t).unwrap_or(i64::MAX),
+                        )
+                        .ok(),
                         _ => None,
                     },
                 })
@@ -207,10 +208,12 @@ fn value_to_json(value: &AMQPValue) -> Value {
         AMQPValue::Double(f) => json!(f),
         AMQPValue::ShortString(s) => json!(s.to_string()),
         AMQPValue::LongString(s) => json!(s.to_string()),
-        AMQPValue::Timestamp(t) => OffsetDateTime::from_unix_timestamp(*t as i64)
-            .ok()
-            .map(output::rfc3339)
-            .map_or(json!(t), |s| json!(s)),
+        AMQPValue::Timestamp(t) => {
+            OffsetDateTime::from_unix_timestamp(i64::try_from(*t).unwrap_or(i64::MAX))
+                .ok()
+                .map(output::rfc3339)
+                .map_or(json!(t), |s| json!(s))
+        }
         AMQPValue::FieldArray(items) => {
             Value::Array(items.as_slice().iter().map(value_to_json).collect())
         }

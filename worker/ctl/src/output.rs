@@ -146,6 +146,8 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Progress over `total` steps of `what` (`replaying`, `purging`): a bar on a terminal, a
+    /// line every tenth otherwise, nothing when `quiet`.
     pub fn new(total: u64, what: &'static str, quiet: bool) -> Self {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(total);
@@ -162,6 +164,7 @@ impl Progress {
         Self { bar, total, done: std::cell::Cell::new(0), quiet, what }
     }
 
+    /// One more step done.
     pub fn inc(&self) {
         let done = self.done.get() + 1;
         self.done.set(done);
@@ -176,6 +179,7 @@ impl Progress {
         }
     }
 
+    /// All done: the bar shows it.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish();

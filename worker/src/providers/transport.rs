@@ -9,15 +9,15 @@ use gengate_shared::providers::ProviderError;
 /// An answer, whatever its status: the adapter's wire module reads it.
 #[derive(Debug)]
 pub(super) struct Answer {
-    pub status: u16,
-    pub body: Vec<u8>,
+    pub(super) status: u16,
+    pub(super) body: Vec<u8>,
     /// `Retry-After` in seconds, when the provider sent one.
-    pub retry_after: Option<Duration>,
+    pub(super) retry_after: Option<Duration>,
 }
 
 impl Answer {
     /// Adds the provider's `Retry-After` to a retryable error that has none.
-    pub fn with_retry_after(&self, error: ProviderError) -> ProviderError {
+    pub(super) fn with_retry_after(&self, error: ProviderError) -> ProviderError {
         match error {
             ProviderError::Retryable { code, message, retry_after: None } => {
                 ProviderError::Retryable { code, message, retry_after: self.retry_after }
@@ -32,12 +32,12 @@ impl Answer {
 /// largest answer it reads.
 #[derive(Debug, Clone)]
 pub(super) struct Transport {
-    pub http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     max_response_bytes: usize,
 }
 
 impl Transport {
-    pub fn new(limits: &ProviderLimits) -> reqwest::Result<Self> {
+    pub(super) fn new(limits: &ProviderLimits) -> reqwest::Result<Self> {
         // reqwest panics when building a client without a TLS crypto provider; installing it
         // here (a no-op once done) keeps a forgotten start-up step from crashing the worker.
         gengate_shared::install_crypto_provider();
@@ -51,7 +51,7 @@ impl Transport {
 
     /// Sends `request` and reads the answer, which may not be larger than the limit: a provider
     /// (or something posing as one) cannot make a worker buffer without bound.
-    pub async fn exchange(
+    pub(super) async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<Answer, ProviderError> {
