@@ -284,5 +284,11 @@ mod tests {
         assert_eq!(settle_by_usage(84, 4.0, 0.0), 0);
         assert_eq!(settle_by_usage(84, 0.0, 1.0), 84);
         assert_eq!(settle_by_usage(84, 4.0, f64::NAN), 84);
+        assert_eq!(
+            settle_by_usage(i64::MAX, 1e300, 1e299),
+            i64::MAX,
+            "not usage: the price stands"
+        );
+        assert_eq!(settle_by_usage(84, 0.0001, 0.0), 84, "below the resolution: the price stands");
     }
 }
