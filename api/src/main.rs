@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use gengate_shared::config::Settings;
+use gengate_shared::config::ConfigArg;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -12,10 +12,8 @@ use gengate_shared::config::Settings;
     about = "gengate's HTTP API: clients, provider webhooks, admin, health"
 )]
 struct Cli {
-    /// Config file (TOML); defaults to $GENGATE_CONFIG, then built-in defaults. Environment
-    /// variables GENGATE__SECTION__KEY override single keys.
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -36,9 +34,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref())?;
-    gengate_shared::telemetry::init_tracing(&settings.telemetry);
-    gengate_shared::install_crypto_provider();
+    let settings = gengate_shared::start_process(&cli.config)?;
     match cli.command.unwrap_or(Command::Serve { addr_file: None }) {
         Command::Serve { addr_file } => gengate_api::serve(settings, addr_file).await,
         Command::Migrate => gengate_api::migrate(&settings).await,

@@ -532,6 +532,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `--config` option of every gengate program (flattened into its command line).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArg {
+    /// Config file (TOML); defaults to $GENGATE_CONFIG, then built-in defaults. Environment
+    /// variables GENGATE__SECTION__KEY override single keys.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The settings this option (and the environment) name.
+    pub fn load(&self) -> Result<Settings, ConfigError> {
+        Settings::load(self.config.as_deref())
+    }
+}
+
 impl Settings {
     /// Loads the layers: defaults, then `path` (or `GENGATE_CONFIG`), then the process environment.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {

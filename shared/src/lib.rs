@@ -21,6 +21,15 @@ pub mod storage;
 pub mod telemetry;
 pub mod validation;
 
+/// What a gengate process does first: loads the settings `--config` and the environment name,
+/// installs the log subscriber they configure and the TLS crypto provider.
+pub fn start_process(config: &config::ConfigArg) -> Result<config::Settings, config::ConfigError> {
+    let settings = config.load()?;
+    telemetry::init_tracing(&settings.telemetry);
+    install_crypto_provider();
+    Ok(settings)
+}
+
 /// Installs the process-wide TLS crypto provider (ring) for outgoing HTTPS and AMQPS. Call once at
 /// start-up, before any client is built; later calls do nothing.
 pub fn install_crypto_provider() {

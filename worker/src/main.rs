@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use gengate_shared::config::Settings;
+use gengate_shared::config::ConfigArg;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -12,10 +12,8 @@ use gengate_shared::config::Settings;
     about = "gengate's worker: provider submission, settlement, polling"
 )]
 struct Cli {
-    /// Config file (TOML); defaults to $GENGATE_CONFIG, then built-in defaults. Environment
-    /// variables GENGATE__SECTION__KEY override single keys.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
     /// Once listening, write the health server's bound address (host:port) to this file.
     #[arg(long)]
     addr_file: Option<PathBuf>,
@@ -24,8 +22,6 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref())?;
-    gengate_shared::telemetry::init_tracing(&settings.telemetry);
-    gengate_shared::install_crypto_provider();
+    let settings = gengate_shared::start_process(&cli.config)?;
     gengate_worker::run(settings, cli.addr_file).await
 }

@@ -1,12 +1,11 @@
 //! `gengatectl`: the operator's tool for gengate. Run `gengatectl --help`, and see
 //! docs/operations.md for the runbook.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use gengate_shared::accounts::NewUser;
-use gengate_shared::config::Settings;
+use gengate_shared::config::{ConfigArg, Settings};
 use gengate_shared::ids::{ApiKeyId, GenerationId, UserId};
 use gengatectl::{Refused, admin, archive, dlq, output};
 use time::OffsetDateTime;
@@ -20,10 +19,8 @@ use time::OffsetDateTime;
                   unconfirmed purge), 3 PostgreSQL or RabbitMQ unreachable or an operation failed."
 )]
 struct Cli {
-    /// Config file (TOML); defaults to $GENGATE_CONFIG, then built-in defaults. Environment
-    /// variables GENGATE__SECTION__KEY override single keys.
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,6 +115,25 @@ impl DlqFilter {
     }
 }
 
+/// Which dead letters a replay or purge takes: every one, or those the ids and filters name.
+#[derive(Debug, Args)]
+struct DlqSelection {
+    /// Every dead letter.
+    #[arg(long)]
+    all: bool,
+    /// Only these message ids (repeatable).
+    #[arg(long = "message")]
+    messages: Vec<String>,
+    #[command(flatten)]
+    filter: DlqFilter,
+}
+
+impl DlqSelection {
+    fn into_filter(self) -> dlq::Filter {
+        self.filter.into_filter(self.messages)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum DlqCommand {
     /// List dead letters (the queue is left exactly as it was).
@@ -138,14 +154,8 @@ enum DlqCommand {
     },
     /// Send dead letters back to their original routing key (removed from the DLQ once confirmed).
     Replay {
-        /// Every dead letter.
-        #[arg(long)]
-        all: bool,
-        /// Only these message ids (repeatable).
-        #[arg(long = "message")]
-        messages: Vec<String>,
         #[command(flatten)]
-        filter: DlqFilter,
+        chosen: DlqSelection,
         /// Say what would be replayed, and replay nothing.
         #[arg(long)]
         dry_run: bool,
@@ -158,14 +168,8 @@ enum DlqCommand {
     },
     /// Delete dead letters for good (asks first unless --yes).
     Purge {
-        /// Every dead letter.
-        #[arg(long)]
-        all: bool,
-        /// Only these message ids (repeatable).
-        #[arg(long = "message")]
-        messages: Vec<String>,
         #[command(flatten)]
-        filter: DlqFilter,
+        chosen: DlqSelection,
         /// Do not ask.
         #[arg(long)]
         yes: bool,
@@ -335,12 +339,13 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<bool> {
                 dlq::list(&settings, &filter.into_filter(vec![]), limit, json).await?
             }
             DlqCommand::Show { message_id } => dlq::show(&settings, &message_id).await?,
-            DlqCommand::Replay { all, messages, filter, dry_run, rate, json } => {
-                dlq::replay(&settings, &filter.into_filter(messages), all, dry_run, rate, json)
-                    .await?
+            DlqCommand::Replay { chosen, dry_run, rate, json } => {
+                let all = chosen.all;
+                dlq::replay(&settings, &chosen.into_filter(), all, dry_run, rate, json).await?
             }
-            DlqCommand::Purge { all, messages, filter, yes, json } => {
-                dlq::purge(&settings, &filter.into_filter(messages), all, yes, json).await?
+            DlqCommand::Purge { chosen, yes, json } => {
+                let all = chosen.all;
+                dlq::purge(&settings, &chosen.into_filter(), all, yes, json).await?
             }
             DlqCommand::Stats { json } => dlq::stats(&settings, json).await?,
         },
@@ -396,7 +401,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<bool> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
+    let settings = match cli.config.load() {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("gengatectl: {err}");
