@@ -22,18 +22,12 @@ pub struct Failure {
     pub message: String,
 }
 
-/// A result video.
+/// A result file as clients see it: where to fetch it and how gengate's copy of it stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VideoView {
+pub struct FileView {
     /// Where to fetch it: once archived, a signed link to gengate's copy (see
     /// [`GenerationView::with_links`]); before, the provider's URL.
     pub url: String,
-    /// A signed link to its first frame (JPEG), once archived, when it is a video.
-    pub poster_url: Option<String>,
-    /// Its quality label.
-    pub quality: String,
-    /// Seconds.
-    pub duration: Option<f32>,
     /// Pixels, once archived.
     pub width: Option<i32>,
     /// Pixels, once archived.
@@ -48,30 +42,37 @@ pub struct VideoView {
     /// The stored object (operators' business; clients get links).
     #[serde(default, skip_serializing)]
     pub object_key: Option<String>,
+}
+
+impl FileView {
+    /// Points `url` at gengate's copy, if there is one.
+    async fn link(&mut self, storage: &Storage, now_unix: i64) -> Result<(), StorageError> {
+        if let (Some(key), ArchiveStatus::Archived) = (&self.object_key, self.archive_status) {
+            self.url = storage.link(key, now_unix).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A result video: the file, its poster frame and what it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoView {
+    /// The file.
+    #[serde(flatten)]
+    pub file: FileView,
+    /// A signed link to its first frame (JPEG), once archived, when it is a video.
+    pub poster_url: Option<String>,
+    /// Its quality label.
+    pub quality: String,
+    /// Seconds.
+    pub duration: Option<f32>,
     /// The stored poster.
     #[serde(default, skip_serializing)]
     pub poster_key: Option<String>,
 }
 
-/// A result image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageView {
-    /// Where to fetch it (as for videos).
-    pub url: String,
-    /// Pixels, once archived.
-    pub width: Option<i32>,
-    /// Pixels, once archived.
-    pub height: Option<i32>,
-    /// Bytes, once archived.
-    pub size_bytes: Option<i64>,
-    /// As for videos.
-    pub archive_status: ArchiveStatus,
-    /// As for videos.
-    pub archive_detail: Option<String>,
-    /// The stored object.
-    #[serde(default, skip_serializing)]
-    pub object_key: Option<String>,
-}
+/// A result image: the file alone.
+pub type ImageView = FileView;
 
 /// A finished generation's files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,21 +136,15 @@ impl GenerationView {
     ) -> Result<Self, StorageError> {
         let Some(result) = self.result.as_mut() else { return Ok(self) };
         for video in &mut result.videos {
-            if video.archive_status != ArchiveStatus::Archived {
-                continue;
-            }
-            if let Some(key) = &video.object_key {
-                video.url = storage.link(key, now_unix).await?;
-            }
-            if let Some(key) = &video.poster_key {
+            video.file.link(storage, now_unix).await?;
+            if let (Some(key), ArchiveStatus::Archived) =
+                (&video.poster_key, video.file.archive_status)
+            {
                 video.poster_url = Some(storage.link(key, now_unix).await?);
             }
         }
         for image in &mut result.images {
-            if let (Some(key), ArchiveStatus::Archived) = (&image.object_key, image.archive_status)
-            {
-                image.url = storage.link(key, now_unix).await?;
-            }
+            image.link(storage, now_unix).await?;
         }
         Ok(self)
     }

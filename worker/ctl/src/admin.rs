@@ -264,7 +264,7 @@ pub async fn show_generation(
     println!("  params    {}", view.params);
     if let Some(result) = &view.result {
         for v in &result.videos {
-            println!("  video     {} ({})", v.url, v.quality);
+            println!("  video     {} ({})", v.file.url, v.quality);
         }
         for i in &result.images {
             println!("  image     {}", i.url);
