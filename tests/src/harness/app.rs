@@ -25,7 +25,8 @@ pub const INTERNAL_TOKEN: &str = "test-internal-token-0123456789abcdef";
 pub struct TestAppBuilder {
     workers: usize,
     env: BTreeMap<String, String>,
-    wait_ready: bool,
+    /// Off by default: `spawn` waits for `/readyz` unless a test asks not to.
+    skip_ready_wait: bool,
     sim: SimConfig,
     s3: bool,
 }
@@ -67,7 +68,7 @@ impl TestAppBuilder {
 
     /// Don't wait for `/readyz` to answer 200 (for tests of an unready stack).
     pub fn without_waiting_for_ready(mut self) -> Self {
-        self.wait_ready = false;
+        self.skip_ready_wait = true;
         self
     }
 
@@ -166,7 +167,7 @@ impl TestAppBuilder {
         for _ in 0..self.workers {
             app.start_worker().await;
         }
-        if self.wait_ready {
+        if !self.skip_ready_wait {
             app.wait_ready().await;
         }
         app
@@ -234,7 +235,7 @@ impl TestApp {
 
     /// A builder for other shapes of stack.
     pub fn builder() -> TestAppBuilder {
-        TestAppBuilder { wait_ready: true, ..Default::default() }
+        TestAppBuilder::default()
     }
 
     /// The environment every process of this stack is started with.
