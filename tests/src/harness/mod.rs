@@ -27,10 +27,38 @@ where
     }
 }
 
+/// Whether `GENGATE_TEST_SKIP_SERVICE_RESTARTS=1` is set: on a machine where the tests may not
+/// restart RabbitMQ or PostgreSQL (a shared server, a user without `rabbitmqctl`), the tests then
+/// run without restarting them (saying so), or are skipped where the restart is the whole test.
+/// Unset, a restart that cannot be done fails the test: a restart test that silently did not
+/// restart would prove nothing.
+pub fn service_restarts_skipped() -> bool {
+    std::env::var("GENGATE_TEST_SKIP_SERVICE_RESTARTS").is_ok_and(|v| v == "1")
+}
+
+fn cannot_restart(service: &str, why: &str) -> ! {
+    panic!(
+        "cannot restart {service}: {why} (set GENGATE_TEST_SKIP_SERVICE_RESTARTS=1 to run the \
+         tests without restarting services)"
+    )
+}
+
+fn skipping_restart(service: &str) -> bool {
+    let skip = service_restarts_skipped();
+    if skip {
+        eprintln!("SKIPPED the {service} restart (GENGATE_TEST_SKIP_SERVICE_RESTARTS=1)");
+    }
+    skip
+}
+
 /// Restarts the RabbitMQ application on this machine (`rabbitmqctl stop_app`, `start_app`): every
 /// connection drops and is refused until it is back; durable queues and their messages survive.
-/// Returns `false` (after saying why) where this process cannot control the broker.
+/// Returns `true` once it is back, `false` if [`service_restarts_skipped`]; fails where this
+/// process cannot control the broker.
 pub async fn restart_rabbitmq(down_for: Duration) -> bool {
+    if skipping_restart("RabbitMQ") {
+        return false;
+    }
     let ctl = |args: &[&str]| {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         async move {
@@ -45,10 +73,7 @@ pub async fn restart_rabbitmq(down_for: Duration) -> bool {
         }
     };
     if !ctl(&["stop_app"]).await {
-        eprintln!(
-            "SKIPPED the RabbitMQ restart: `rabbitmqctl stop_app` is not available to this user"
-        );
-        return false;
+        cannot_restart("RabbitMQ", "`rabbitmqctl stop_app` is not available to this user");
     }
     tokio::time::sleep(down_for).await;
     assert!(ctl(&["start_app"]).await, "rabbitmqctl start_app failed; RabbitMQ is down");
@@ -57,15 +82,19 @@ pub async fn restart_rabbitmq(down_for: Duration) -> bool {
 }
 
 /// Restarts the local PostgreSQL cluster serving 127.0.0.1:5432 (`pg_ctlcluster … restart`): every
-/// connection drops. Returns `false` (after saying why) where this process cannot control it.
+/// connection drops. Returns `true` once it is back, `false` if [`service_restarts_skipped`];
+/// fails where this process cannot control it.
 pub async fn restart_postgres() -> bool {
+    if skipping_restart("PostgreSQL") {
+        return false;
+    }
     let url = db::admin_url();
     if !(url.contains("@127.0.0.1:5432/") || url.contains("@localhost:5432/")) {
-        eprintln!(
-            "SKIPPED the PostgreSQL restart: the tests use a server this machine does not run ({})",
-            url.split('@').next_back().unwrap_or("")
+        let server = url.split('@').next_back().unwrap_or("").to_owned();
+        cannot_restart(
+            "PostgreSQL",
+            &format!("the tests use a server this machine does not run ({server})"),
         );
-        return false;
     }
     let clusters = tokio::process::Command::new("pg_lsclusters").arg("--no-header").output().await;
     let Some(cluster) = clusters.ok().and_then(|out| {
@@ -75,8 +104,7 @@ pub async fn restart_postgres() -> bool {
             .find(|f| f.len() > 2 && f[2] == "5432")
             .map(|f| (f[0].clone(), f[1].clone()))
     }) else {
-        eprintln!("SKIPPED the PostgreSQL restart: no pg_lsclusters cluster on port 5432");
-        return false;
+        cannot_restart("PostgreSQL", "no pg_lsclusters cluster on port 5432");
     };
     let restarted = tokio::process::Command::new("pg_ctlcluster")
         .args(["--skip-systemctl-redirect", &cluster.0, &cluster.1, "restart"])
@@ -86,11 +114,13 @@ pub async fn restart_postgres() -> bool {
         .await
         .is_ok_and(|s| s.success());
     if !restarted {
-        eprintln!(
-            "SKIPPED the PostgreSQL restart: `pg_ctlcluster {} {} restart` is not permitted to this user",
-            cluster.0, cluster.1
+        cannot_restart(
+            "PostgreSQL",
+            &format!(
+                "`pg_ctlcluster {} {} restart` is not permitted to this user",
+                cluster.0, cluster.1
+            ),
         );
-        return false;
     }
     true
 }

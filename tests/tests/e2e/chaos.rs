@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use gengate_shared::ledger;
 use gengate_shared::queue::WorkQueue;
 use gengate_sim::{Rates, SimConfig};
-use gengate_tests::harness::{restart_postgres, restart_rabbitmq};
+use gengate_tests::harness::{restart_postgres, restart_rabbitmq, service_restarts_skipped};
 use gengate_tests::{TestApp, TestUser};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -154,6 +154,13 @@ async fn serial_chaos_no_job_is_lost_and_no_credit_moves_twice() {
         "chaos: {jobs} submits answered in {:?}; {kills} worker kills, API {restarted_api}, RabbitMQ {restarted_rabbitmq}, PostgreSQL {restarted_postgres}",
         started.elapsed()
     );
+    assert!(kills > 0 && restarted_api, "the workers and the API were killed (seed {seed})");
+    let restarts_expected = !service_restarts_skipped();
+    assert_eq!(
+        (restarted_rabbitmq, restarted_postgres),
+        (restarts_expected, restarts_expected),
+        "RabbitMQ and PostgreSQL were restarted (seed {seed})"
+    );
     let app = Arc::try_unwrap(app).expect("no other owner").into_inner();
     // Everything reconnects on its own; nothing is restarted for it.
     app.wait_ready().await;
@@ -184,57 +191,10 @@ async fn serial_chaos_no_job_is_lost_and_no_credit_moves_twice() {
     );
 
     // Quiescence: every accepted job ends, and the queues and the outbox drain.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let open: Vec<String> = sqlx::query_scalar(
-            "SELECT id::text FROM generations WHERE status IN ('queued', 'submitted') ORDER BY id",
-        )
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
-        let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        let polling: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM generations WHERE next_poll_at IS NOT NULL")
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
-        let queued = queue_depths(&app).await;
-        // Result files still waiting for their copy into storage.
-        let copying: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM generation_videos WHERE archive_status = 'pending'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if open.is_empty()
-            && unsent == 0
-            && polling == 0
-            && copying == 0
-            && queued.values().all(|n| *n == 0)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no quiescence after 4 min (seed {seed}): {} unfinished {:?}, {unsent} unsent, {polling} polling, {copying} files not archived, queues {queued:?}",
-            open.len(),
-            &open[..open.len().min(20)]
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for_quiescence(&app, seed).await;
 
     // Every accepted job is terminal, and charged exactly what its status says.
-    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT g.id::text, g.status, COALESCE(g.final_cost, g.cost),
-                COALESCE((SELECT -sum(amount) FROM ledger_entries e WHERE e.generation_id = g.id AND NOT e.is_voided), 0)::bigint
-         FROM generations g",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
+    let rows = charges(&app).await;
     assert_eq!(
         rows.len(),
         accepted.len(),
@@ -312,8 +272,28 @@ async fn serial_chaos_no_job_is_lost_and_no_credit_moves_twice() {
     let dead = app.ctl_json(&["dlq", "stats", "--json"]).await;
     if dead["total"].as_u64().unwrap_or(0) > 0 {
         eprintln!("chaos: {} dead letters: {dead}", dead["total"]);
-        app.ctl_json(&["dlq", "replay", "--all", "--json"]).await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        let handled_before = messages_handled(&app).await;
+        let replay = app.ctl_json(&["dlq", "replay", "--all", "--json"]).await;
+        assert_eq!(replay["replayed"], dead["total"], "every dead letter was replayed: {replay}");
+        // The replayed messages are handled (not merely taken off the queues: a message being
+        // handled is not counted in its queue) before the books are read again.
+        let replayed = replay["replayed"].as_u64().unwrap();
+        gengate_tests::harness::eventually(
+            "the workers to handle the replayed messages",
+            Duration::from_secs(120),
+            || async { (messages_handled(&app).await >= handled_before + replayed).then_some(()) },
+        )
+        .await;
+        wait_for_quiescence(&app, seed).await;
+        let still_dead = app.ctl_json(&["dlq", "stats", "--json"]).await;
+        assert_eq!(
+            still_dead["total"], 0,
+            "a replayed message was dead-lettered again (seed {seed}): {still_dead}"
+        );
+        assert!(
+            charges(&app).await == rows,
+            "replaying the dead letters moved a job or a credit (seed {seed})"
+        );
         let again = ledger::reconcile(&app.pool, None).await.unwrap();
         assert!(
             again.is_clean(),
@@ -369,11 +349,11 @@ async fn submit_until_answered(
     }
 }
 
-async fn queue_depths(app: &TestApp) -> BTreeMap<&'static str, u32> {
+/// Messages waiting in each work queue and in the delay queues; `None` while the broker cannot
+/// tell (a queue that cannot be counted is not taken for empty).
+async fn queue_depths(app: &TestApp) -> Option<BTreeMap<&'static str, u32>> {
     let mut depths = BTreeMap::new();
-    let Ok(channel) = async { app.broker.broker().await.channel().await }.await else {
-        return depths;
-    };
+    let channel = async { app.broker.broker().await.channel().await }.await.ok()?;
     let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
     let topology = app.broker.topology();
     let mut names: Vec<(&'static str, String)> =
@@ -382,9 +362,83 @@ async fn queue_depths(app: &TestApp) -> BTreeMap<&'static str, u32> {
         names.push(("delay", topology.delay_queue(*tier)));
     }
     for (label, name) in names {
-        if let Ok(q) = channel.queue_declare(name.into(), passive, Default::default()).await {
-            *depths.entry(label).or_default() += q.message_count();
-        }
+        let q = channel.queue_declare(name.into(), passive, Default::default()).await.ok()?;
+        *depths.entry(label).or_default() += q.message_count();
     }
-    depths
+    Some(depths)
+}
+
+/// Messages the running workers have handled (`gengate_messages_handled_total`, every queue and
+/// outcome), as their metrics say.
+async fn messages_handled(app: &TestApp) -> u64 {
+    let mut total = 0;
+    for worker in app.workers.iter().filter(|w| w.process.is_running()) {
+        let metrics = app.http.get(format!("{}/metrics", worker.url)).send().await.unwrap();
+        let text = metrics.text().await.unwrap();
+        total += text
+            .lines()
+            .filter(|l| l.starts_with("gengate_messages_handled_total{"))
+            .map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()).expect(l))
+            .sum::<u64>();
+    }
+    total
+}
+
+/// Waits until every accepted job has ended and nothing is left to do: no job queued or
+/// submitted, nothing unsent in the outbox or waiting for a poll, no file waiting for its copy,
+/// and every work and delay queue empty (so messages were handled, not merely delivered).
+async fn wait_for_quiescence(app: &TestApp, seed: u64) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let open: Vec<String> = sqlx::query_scalar(
+            "SELECT id::text FROM generations WHERE status IN ('queued', 'submitted') ORDER BY id",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        let polling: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM generations WHERE next_poll_at IS NOT NULL")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        let queued = queue_depths(app).await;
+        // Result files still waiting for their copy into storage.
+        let copying: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM generation_videos WHERE archive_status = 'pending'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if open.is_empty()
+            && unsent == 0
+            && polling == 0
+            && copying == 0
+            && queued.as_ref().is_some_and(|q| q.values().all(|n| *n == 0))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no quiescence after 4 min (seed {seed}): {} unfinished {:?}, {unsent} unsent, {polling} polling, {copying} files not archived, queues {queued:?}",
+            open.len(),
+            &open[..open.len().min(20)]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `(id, status, price, net charge)` of every generation.
+async fn charges(app: &TestApp) -> Vec<(String, String, i64, i64)> {
+    sqlx::query_as(
+        "SELECT g.id::text, g.status, COALESCE(g.final_cost, g.cost),
+                COALESCE((SELECT -sum(amount) FROM ledger_entries e WHERE e.generation_id = g.id AND NOT e.is_voided), 0)::bigint
+         FROM generations g ORDER BY g.id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
 }
