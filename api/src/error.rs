@@ -1,6 +1,8 @@
 //! The API's error type: every failure a handler can return, mapped to a problem+json answer.
 //! Internal causes are logged, never sent to the client.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use gengate_http::problem::Problem;
@@ -99,6 +101,16 @@ impl From<SubmitError> for ApiError {
             .into(),
             SubmitError::Ledger(err) => err.into(),
             SubmitError::Database(err) => err.into(),
+            // The transaction the submit shared failed as a whole; nothing was written.
+            SubmitError::Batch(err) => match Arc::try_unwrap(err) {
+                Ok(err) => err.into(),
+                Err(shared) if matches!(*shared, sqlx::Error::PoolTimedOut) => {
+                    sqlx::Error::PoolTimedOut.into()
+                }
+                Err(shared) => ApiError::Internal(anyhow::anyhow!(
+                    "the transaction of a batch of submits failed: {shared}"
+                )),
+            },
             SubmitError::IdempotencyRace => {
                 ApiError::Internal(anyhow::anyhow!("idempotency race did not settle after retries"))
             }

@@ -8,6 +8,7 @@ pub mod rate_limit;
 pub mod relay;
 pub mod routes;
 pub mod state;
+pub mod submit_batch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::keys::KeyCache;
 use crate::rate_limit::RateLimiter;
 use crate::relay::RelayWaker;
+use crate::submit_batch::SubmitBatcher;
 
 /// Shared handles of the API process. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -47,10 +48,13 @@ pub struct ApiContext {
     pub allowlist: Arc<ResultAllowlist>,
     /// Wakes the outbox relays after a commit that wrote to the outbox.
     pub relay: RelayWaker,
+    /// Writes submits, many to a transaction.
+    pub submits: SubmitBatcher,
 }
 
 impl ApiContext {
-    /// Bundles the process's handles; fails when the settings lack what the API needs.
+    /// Bundles the process's handles and starts the submit committers (on the current tokio
+    /// runtime); fails when the settings lack what the API needs.
     pub fn new(
         settings: Settings,
         pool: PgPool,
@@ -71,7 +75,11 @@ impl ApiContext {
         );
         let keys = KeyCache::new(Duration::from_millis(settings.api.key_cache_ttl_ms));
         let storage = Storage::from_settings(&settings)?;
+        let callback_keys = Arc::new(callback_keys);
+        let submits =
+            SubmitBatcher::start(pool.clone(), callback_keys.clone(), &settings.api.submit_batch);
         Ok(Self {
+            submits,
             allowlist: Arc::new(allowlist),
             relay: RelayWaker::default(),
             settings: Arc::new(settings),
@@ -79,7 +87,7 @@ impl ApiContext {
             broker,
             metrics,
             catalogue: Arc::new(catalogue),
-            callback_keys: Arc::new(callback_keys),
+            callback_keys,
             rate_limiter: Arc::new(rate_limiter),
             auth_failures: Arc::new(auth_failures),
             keys: Arc::new(keys),

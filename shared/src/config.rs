@@ -482,6 +482,22 @@ pub struct ApiSettings {
     /// How often the time API keys were last used is written to the database (one statement for
     /// all keys used since), instead of a write per request.
     pub key_usage_flush_ms: u64,
+    /// Group commit of submits: concurrent submits share one transaction (see docs/design.md).
+    pub submit_batch: SubmitBatchSettings,
+}
+
+/// How concurrent submits are grouped into shared transactions (`[api.submit_batch]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatchSettings {
+    /// Most submits in one transaction (1: every submit commits alone).
+    pub max_size: usize,
+    /// How long a batch waits for more submits, in microseconds, after its first, while another
+    /// batch is committing; a submit that finds no batch committing goes at once, so a lone
+    /// client waits for nothing. 0: never wait.
+    pub window_us: u64,
+    /// Batches committing at once (each holds one database connection while it runs).
+    pub transactions: usize,
 }
 
 /// The worker process.
@@ -660,6 +676,22 @@ impl Settings {
         {
             return fail(
                 "api.max_in_flight_requests, key_cache_ttl_ms and key_usage_flush_ms must be positive",
+            );
+        }
+        let batch = &self.api.submit_batch;
+        if batch.max_size == 0 || batch.transactions == 0 {
+            return fail("api.submit_batch.max_size and transactions must be positive");
+        }
+        if batch.window_us > 100_000 {
+            return fail(
+                "api.submit_batch.window_us is at most 100000 (0.1 s): a batch's wait is every \
+                 one of its submits' latency",
+            );
+        }
+        if batch.transactions > self.database.max_connections as usize {
+            return fail(
+                "api.submit_batch.transactions must not exceed database.max_connections (each \
+                 batch holds a connection)",
             );
         }
         if self.limits.auth_failures_per_minute < 0.0

@@ -9,7 +9,7 @@ use gengate_shared::db;
 use gengate_shared::generation::GenerationStatus;
 use gengate_shared::generation::cancel::{self, CancelError};
 use gengate_shared::generation::store;
-use gengate_shared::generation::submit::{self, SubmitError, SubmitOutcome, SubmitRequest};
+use gengate_shared::generation::submit::{SubmitOutcome, SubmitRequest};
 use gengate_shared::ids::GenerationId;
 use gengate_shared::pagination::Cursor;
 use serde::Deserialize;
@@ -66,14 +66,11 @@ async fn create(
     let request = SubmitRequest {
         user_id: caller.user_id,
         api_key_id: Some(caller.api_key_id),
-        submission: &submission,
-        idempotency_key: key.as_deref(),
+        submission,
+        idempotency_key: key,
         default_max_in_flight: ctx.settings.limits.default_max_in_flight,
     };
-    let keys = &ctx.callback_keys;
-    let outcome = db::transaction!(&ctx.pool, SubmitError, |tx| submit::submit(tx, &request, keys)
-        .await?)
-    .await?;
+    let outcome = ctx.submits.submit(request).await?;
     let (view, replayed) = match outcome {
         SubmitOutcome::Created(view) => {
             ctx.relay.wake();

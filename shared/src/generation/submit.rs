@@ -2,7 +2,12 @@
 //! generation, reserves (prepaid) or checks (postpaid) the credits, enforces the in-flight limit,
 //! logs the submit and puts the job message in the outbox (see [`crate::outbox`]). Either all of
 //! it happens or none.
+//!
+//! Many submits can share one transaction ([`submit_batch`]): the commit, a WAL flush, is the
+//! largest cost of a submit, and a batch pays it once. Each submit of a batch still happens
+//! entirely or not at all, in a savepoint of its own.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -18,15 +23,15 @@ use crate::queue::{Envelope, payloads};
 
 /// Who submits, and how.
 #[derive(Debug, Clone)]
-pub struct SubmitRequest<'a> {
+pub struct SubmitRequest {
     /// The owner.
     pub user_id: UserId,
     /// The API key used.
     pub api_key_id: Option<ApiKeyId>,
     /// The validated, priced request.
-    pub submission: &'a Submission,
+    pub submission: Submission,
     /// The client's `Idempotency-Key`.
-    pub idempotency_key: Option<&'a str>,
+    pub idempotency_key: Option<String>,
     /// The in-flight limit for users without their own.
     pub default_max_in_flight: i32,
 }
@@ -65,6 +70,10 @@ pub enum SubmitError {
     /// A database failure.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The transaction this submit shared with others failed as a whole (its commit, or the
+    /// connection): nothing of the batch was written.
+    #[error("the batch's transaction failed: {0}")]
+    Batch(Arc<sqlx::Error>),
 }
 
 impl Transient for SubmitError {
@@ -73,6 +82,7 @@ impl Transient for SubmitError {
             SubmitError::IdempotencyRace => true,
             SubmitError::Ledger(err) => err.is_transient(),
             SubmitError::Database(err) => err.is_transient(),
+            SubmitError::Batch(err) => err.is_transient(),
             _ => false,
         }
     }
@@ -82,11 +92,11 @@ impl Transient for SubmitError {
 /// also replays the winner when concurrent requests race on one idempotency key.
 pub async fn submit(
     tx: &mut Tx,
-    request: &SubmitRequest<'_>,
+    request: &SubmitRequest,
     keys: &CallbackKeys,
 ) -> Result<SubmitOutcome, SubmitError> {
-    let submission = request.submission;
-    if let Some(key) = request.idempotency_key {
+    let submission = &request.submission;
+    if let Some(key) = &request.idempotency_key {
         let earlier: Option<(GenerationId, Option<Vec<u8>>)> = sqlx::query_as(
             "SELECT id, request_hash FROM generations WHERE user_id = $1 AND idempotency_key = $2",
         )
@@ -143,7 +153,7 @@ pub async fn submit(
     .bind(&submission.catalogue_version)
     .bind(token_hash.as_slice())
     .bind(key_version)
-    .bind(request.idempotency_key)
+    .bind(request.idempotency_key.as_deref())
     .bind(submission.request_hash.as_slice())
     .bind(deadline)
     .execute(&mut **tx)
@@ -203,6 +213,63 @@ pub async fn submit(
     metrics::counter!("gengate_generations_submitted_total", "model" => model.name.clone())
         .increment(1);
     Ok(SubmitOutcome::Created(accepted.view.into_view(false)))
+}
+
+/// How many times one submit of a batch runs again after a deadlock, a serialization failure or a
+/// lost idempotency-key race (which then replays the winner) before it is answered with the error.
+const BATCH_ITEM_ATTEMPTS: u32 = 4;
+
+/// Accepts many submits in one transaction, `tx`, which the caller commits: each submit runs in a
+/// savepoint of its own, so a refused one (no credits, an idempotency conflict, too many in
+/// flight, a value PostgreSQL refuses) rolls back only its own writes and gets its own error,
+/// while its neighbours are kept. Each result is what [`submit`] alone would have answered, in the
+/// order of `requests`; it holds only once `tx` commits (if the commit fails, nothing of the
+/// batch was written).
+///
+/// The batch's users are locked first, all in one statement and in one order, so that batches
+/// running at once cannot deadlock one another (a submit locks its user only after inserting its
+/// row, which is safe for one submit per transaction but not for several). Submits are then
+/// applied in the order given, each seeing the ones before it: of two submits with one
+/// idempotency key the second replays the first, and a user's credits go to the earlier ones.
+///
+/// An `Err` is a failure of the transaction itself (the connection): every submit failed.
+pub async fn submit_batch(
+    tx: &mut Tx,
+    requests: &[SubmitRequest],
+    keys: &CallbackKeys,
+) -> Result<Vec<Result<SubmitOutcome, SubmitError>>, sqlx::Error> {
+    let mut users: Vec<UserId> = requests.iter().map(|r| r.user_id).collect();
+    users.sort_unstable();
+    users.dedup();
+    sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(&users)
+        .execute(&mut **tx)
+        .await?;
+    let mut results = Vec::with_capacity(requests.len());
+    for request in requests {
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            sqlx::raw_sql("SAVEPOINT submit").execute(&mut **tx).await?;
+            match submit(tx, request, keys).await {
+                Ok(outcome) => {
+                    sqlx::raw_sql("RELEASE SAVEPOINT submit").execute(&mut **tx).await?;
+                    break Ok(outcome);
+                }
+                Err(err) => {
+                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT submit; RELEASE SAVEPOINT submit")
+                        .execute(&mut **tx)
+                        .await?;
+                    if err.is_transient() && attempts < BATCH_ITEM_ATTEMPTS {
+                        continue;
+                    }
+                    break Err(err);
+                }
+            }
+        };
+        results.push(result);
+    }
+    Ok(results)
 }
 
 /// The new generation as the client sees it, and the in-flight count it was admitted under.

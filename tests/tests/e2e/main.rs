@@ -2,6 +2,7 @@
 //! One test binary (one link) with a module per area.
 
 mod archive;
+mod batching;
 mod chaos;
 mod credits;
 mod ctl;

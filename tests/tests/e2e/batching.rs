@@ -1,0 +1,334 @@
+//! Group commit of submits (`api.submit_batch`): concurrent submits share one transaction, yet
+//! each request gets exactly the answer it would get alone, a refused one never fails or delays
+//! its neighbours, and a crash of the API mid-batch loses no accepted job and acknowledges no job
+//! that does not exist.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use gengate_shared::ledger;
+use gengate_tests::{TestApp, TestUser};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+/// kling-v1-6-std, text2video, 5 s, 16:9.
+const COST: i64 = 24;
+
+fn job(prompt: &str) -> Value {
+    json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": prompt})
+}
+
+/// A user with `credits` and, if given, an in-flight limit of their own.
+async fn user(app: &TestApp, credits: i64, max_in_flight: Option<i32>) -> TestUser {
+    let created: Value = app
+        .admin_post("/admin/users", json!({"max_in_flight": max_in_flight}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let key: Value = app
+        .admin_post(&format!("/admin/users/{id}/api-keys"), json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    if credits > 0 {
+        let grant = app
+            .admin_post(
+                &format!("/admin/users/{id}/grants"),
+                json!({"source": "system_add", "amount": credits}),
+            )
+            .await;
+        assert_eq!(grant.status(), 201);
+    }
+    TestUser { id, key: key["key"].as_str().unwrap().to_owned() }
+}
+
+async fn balance(app: &TestApp, user: &TestUser) -> i64 {
+    let credits: Value = app.user_get(user, "/v1/credits").await.json().await.unwrap();
+    credits["balance"].as_i64().unwrap()
+}
+
+/// `(batches, submits)` the API has written, from `gengate_submit_batch_size` on its metrics.
+async fn batches_written(app: &TestApp) -> (u64, u64) {
+    let text = app.http.get(format!("{}/metrics", app.ops_url)).send().await.unwrap();
+    let text = text.text().await.unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (value("gengate_submit_batch_size_count"), value("gengate_submit_batch_size_sum"))
+}
+
+/// One request of the mix and what it was answered.
+#[derive(Debug)]
+struct Answer {
+    who: &'static str,
+    status: u16,
+    id: Option<String>,
+    replayed: bool,
+    code: Option<String>,
+}
+
+async fn send(
+    app: &TestApp,
+    who: &'static str,
+    user: &TestUser,
+    body: Value,
+    key: Option<&str>,
+) -> Answer {
+    let mut request =
+        app.http.post(format!("{}/v1/generations", app.api_url)).bearer_auth(&user.key).json(&body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    let body: Value = response.json().await.unwrap();
+    Answer {
+        who,
+        status,
+        id: (status == 202).then(|| body["id"].as_str().unwrap().to_owned()),
+        replayed,
+        code: body["code"].as_str().map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn a_mixed_batch_answers_each_submit_as_if_it_were_alone() {
+    // One committer, so that everything arriving while a batch commits forms the next batch; no
+    // workers, so that every accepted job stays in flight.
+    let app = TestApp::builder()
+        .env("GENGATE__LIMITS__RATE_LIMIT_PER_SECOND", "0")
+        .env("GENGATE__LIMITS__DEFAULT_MAX_IN_FLIGHT", "1000")
+        .env("GENGATE__API__SUBMIT_BATCH__TRANSACTIONS", "1")
+        .env("GENGATE__API__SUBMIT_BATCH__MAX_SIZE", "64")
+        .env("GENGATE__DATABASE__ACQUIRE_TIMEOUT_MS", "60000")
+        .spawn()
+        .await;
+    let rich = user(&app, COST * 1000, None).await;
+    let poor = user(&app, COST * 7, None).await;
+    let broke = user(&app, 0, None).await;
+    let limited = user(&app, COST * 1000, Some(3)).await;
+    let keyed = user(&app, COST * 1000, None).await;
+
+    let mut requests = Vec::new();
+    for i in 0..60 {
+        requests.push(send(&app, "rich", &rich, job(&format!("rich {i}")), None));
+    }
+    for i in 0..20 {
+        requests.push(send(&app, "poor", &poor, job(&format!("poor {i}")), None));
+    }
+    for i in 0..10 {
+        requests.push(send(&app, "broke", &broke, job(&format!("broke {i}")), None));
+    }
+    for i in 0..10 {
+        requests.push(send(&app, "limited", &limited, job(&format!("limited {i}")), None));
+    }
+    // One key, one request, sent ten times at once: one job.
+    for _ in 0..10 {
+        requests.push(send(&app, "same", &keyed, job("same request"), Some("same-key")));
+    }
+    // One key, five different requests at once: the first one written wins, the others conflict.
+    for i in 0..5 {
+        requests.push(send(&app, "conflict", &keyed, job(&format!("other {i}")), Some("one-key")));
+    }
+    // Refused before any batch: a model that does not exist.
+    for _ in 0..5 {
+        let body = json!({"model": "no-such-model", "mode": "text2video", "prompt": "x"});
+        requests.push(send(&app, "invalid", &rich, body, None));
+    }
+    let answers = join_all(requests).await;
+
+    let mut by_who: BTreeMap<&str, BTreeMap<u16, usize>> = BTreeMap::new();
+    for answer in &answers {
+        *by_who.entry(answer.who).or_default().entry(answer.status).or_default() += 1;
+    }
+    let expect = |who: &str, counts: &[(u16, usize)]| {
+        assert_eq!(
+            by_who[who],
+            counts.iter().copied().collect::<BTreeMap<_, _>>(),
+            "answers to {who}: {by_who:?}"
+        );
+    };
+    expect("rich", &[(202, 60)]);
+    expect("poor", &[(202, 7), (402, 13)]);
+    expect("broke", &[(402, 10)]);
+    expect("limited", &[(202, 3), (429, 7)]);
+    expect("same", &[(202, 10)]);
+    expect("conflict", &[(202, 1), (409, 4)]);
+    expect("invalid", &[(422, 5)]);
+    for answer in &answers {
+        let expected_code = match answer.status {
+            402 => Some("insufficient_credits"),
+            409 => Some("idempotency_conflict"),
+            429 => Some("too_many_in_flight"),
+            _ => continue,
+        };
+        assert_eq!(answer.code.as_deref(), expected_code, "{answer:?}");
+    }
+    let same: Vec<&Answer> = answers.iter().filter(|a| a.who == "same").collect();
+    let same_ids: BTreeSet<&str> = same.iter().map(|a| a.id.as_deref().unwrap()).collect();
+    assert_eq!(same_ids.len(), 1, "one key, one job: {same:?}");
+    assert_eq!(same.iter().filter(|a| !a.replayed).count(), 1, "one created, nine replays");
+
+    // The submits were batched: some transaction held more than one.
+    let (batches, submits) = batches_written(&app).await;
+    eprintln!("{submits} submits in {batches} batches");
+    assert!(submits > batches, "{submits} submits in {batches} batches: nothing was batched");
+
+    // What was answered 202 exists, once, with its job message; nothing else was written.
+    let created: BTreeSet<&str> = answers.iter().filter_map(|a| a.id.as_deref()).collect();
+    assert_eq!(created.len(), 60 + 7 + 3 + 1 + 1);
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT id::text FROM generations").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(rows.iter().map(String::as_str).collect::<BTreeSet<_>>(), created);
+    assert_eq!(rows.len(), created.len());
+    let messages: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(usize::try_from(messages).unwrap(), created.len(), "one job message per job");
+
+    assert_eq!(balance(&app, &rich).await, COST * (1000 - 60));
+    assert_eq!(balance(&app, &poor).await, 0);
+    assert_eq!(balance(&app, &broke).await, 0);
+    assert_eq!(balance(&app, &limited).await, COST * (1000 - 3));
+    assert_eq!(balance(&app, &keyed).await, COST * (1000 - 2));
+    let report = ledger::reconcile(&app.pool, None).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.mismatches);
+}
+
+#[tokio::test]
+async fn a_lone_submit_is_not_held_back_for_a_batch() {
+    // The longest window allowed: a submit that waited for it would take 100 ms at least, twenty
+    // of them two seconds.
+    let app =
+        TestApp::builder().env("GENGATE__API__SUBMIT_BATCH__WINDOW_US", "100000").spawn().await;
+    let user = user(&app, COST * 100, None).await;
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        app.submit_ok(&user, &job(&format!("alone {i}"))).await;
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "20 submits one after another took {took:?}");
+    let (batches, submits) = batches_written(&app).await;
+    assert_eq!((batches, submits), (20, 20), "each lone submit went in a batch of its own");
+}
+
+#[tokio::test]
+async fn an_api_killed_mid_batch_loses_no_accepted_job_and_acknowledges_none_that_does_not_exist() {
+    let mut app = TestApp::builder()
+        .env("GENGATE__LIMITS__RATE_LIMIT_PER_SECOND", "0")
+        .env("GENGATE__LIMITS__DEFAULT_MAX_IN_FLIGHT", "100000")
+        .spawn()
+        .await;
+    let users = [user(&app, COST * 10_000, None).await, user(&app, COST * 10_000, None).await];
+    let (http, api_url) = (app.http.clone(), app.api_url.clone());
+
+    // 16 clients submit without pause, each request with its own idempotency key; what each key
+    // was answered is recorded.
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let answers: Arc<Mutex<BTreeMap<usize, Result<String, String>>>> = Arc::default();
+    let mut clients = tokio::task::JoinSet::new();
+    let keys = [users[0].key.clone(), users[1].key.clone()];
+    for _ in 0..16 {
+        let (stop, next, answers, http, api_url, keys) = (
+            stop.clone(),
+            next.clone(),
+            answers.clone(),
+            http.clone(),
+            api_url.clone(),
+            keys.clone(),
+        );
+        clients.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let sent = http
+                    .post(format!("{api_url}/v1/generations"))
+                    .bearer_auth(&keys[i % 2])
+                    .header("Idempotency-Key", format!("kill-{i}"))
+                    .timeout(Duration::from_secs(10))
+                    .json(&job(&format!("kill {i}")))
+                    .send()
+                    .await;
+                let answer = match sent {
+                    Ok(r) if r.status() == 202 => {
+                        Ok(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned())
+                    }
+                    Ok(r) => Err(format!("{}", r.status())),
+                    Err(err) => Err(format!("no answer: {err}")),
+                };
+                answers.lock().await.insert(i, answer);
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        });
+    }
+    // Under way: kill the API while submits are in flight.
+    gengate_tests::harness::eventually(
+        "submits to be accepted",
+        Duration::from_secs(30),
+        || async {
+            (answers.lock().await.values().filter(|a| a.is_ok()).count() >= 200).then_some(())
+        },
+    )
+    .await;
+    app.restart_api(false).await;
+    stop.store(true, Ordering::Relaxed);
+    while clients.join_next().await.is_some() {}
+    let answers = Arc::try_unwrap(answers).unwrap().into_inner();
+    let unanswered: Vec<usize> =
+        answers.iter().filter(|(_, a)| a.is_err()).map(|(i, _)| *i).collect();
+    assert!(!unanswered.is_empty(), "the kill cut no submit short: {} answered", answers.len());
+
+    // Every 202 names a job that exists, with its job message and its credits reserved.
+    let accepted: BTreeMap<usize, String> =
+        answers.iter().filter_map(|(i, a)| Some((*i, a.clone().ok()?))).collect();
+    let exists: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT g.id::text,
+                (SELECT count(*) FROM outbox o WHERE o.body->>'generation_id' = g.id::text),
+                COALESCE((SELECT -sum(amount) FROM ledger_entries e WHERE e.generation_id = g.id), 0)::bigint
+         FROM generations g",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let exists: BTreeMap<String, (i64, i64)> =
+        exists.into_iter().map(|(id, messages, charged)| (id, (messages, charged))).collect();
+    for (i, id) in &accepted {
+        assert_eq!(exists.get(id), Some(&(1, COST)), "submit {i} was told 202 for {id}");
+    }
+
+    // A client that got no answer retries with its key: each key ends with exactly one job.
+    let (app, users) = (&app, &users);
+    let retried = join_all(unanswered.iter().map(|i| async move {
+        let response = app
+            .http
+            .post(format!("{}/v1/generations", app.api_url))
+            .bearer_auth(&users[i % 2].key)
+            .header("Idempotency-Key", format!("kill-{i}"))
+            .json(&job(&format!("kill {i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "retry of submit {i}");
+        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+    }))
+    .await;
+    let mut ids: BTreeSet<String> = accepted.values().cloned().collect();
+    ids.extend(retried);
+    assert_eq!(ids.len(), answers.len(), "one job per key");
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM generations").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(usize::try_from(total).unwrap(), ids.len(), "no job beyond the keys' own");
+    let report = ledger::reconcile(&app.pool, None).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.mismatches);
+}
