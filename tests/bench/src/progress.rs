@@ -9,23 +9,22 @@ use tokio_util::sync::CancellationToken;
 
 /// A bar for a fixed amount of work (`total` items).
 pub fn count_bar(label: &str, total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template(
-            "{prefix:>18.bold} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(label.to_owned());
-    bar
+    labeled_bar(label, total, "{prefix:>18.bold} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
 }
 
 /// A bar that fills over `window` of wall time; its message shows a running count and rate.
 pub fn timed_bar(label: &str, window: Duration) -> ProgressBar {
-    let bar = ProgressBar::new(u64::try_from(window.as_millis()).unwrap_or(u64::MAX)).with_style(
-        ProgressStyle::with_template("{prefix:>18.bold} [{bar:30}] {elapsed}/{duration} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+    labeled_bar(
+        label,
+        u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+        "{prefix:>18.bold} [{bar:30}] {elapsed}/{duration} {msg}",
+    )
+}
+
+/// A bar of `length` drawn with `template`, `label` in front: the look every bar shares.
+fn labeled_bar(label: &str, length: u64, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(length).with_style(
+        ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "),
     );
     bar.set_prefix(label.to_owned());
     bar

@@ -200,9 +200,9 @@ impl Report {
                 e2e.submitted,
                 e2e.completed,
                 e2e.completed_in_window,
-                e2e.failed,
-                e2e.timed_out,
-                e2e.abandoned,
+                e2e.not_completed.failed,
+                e2e.not_completed.timed_out,
+                e2e.not_completed.abandoned,
                 e2e.server_latency.p50_ms,
                 e2e.server_latency.p99_ms,
             );
