@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use gengate_shared::config::Settings;
 use gengate_shared::queue::{Broker, WorkQueue};
-use gengate_sim::{FAILURE_MESSAGE, Outcome, Rates, SimConfig, TaskView};
+use gengate_sim::{FAILURE_MESSAGE, Outcome, Rates, SimConfig};
+use gengate_tests::harness::audit::{assert_restored, count_to, events, ledger, transitions};
 use gengate_tests::harness::eventually;
+use gengate_tests::harness::upstream::{kie_failure, kie_success, kie_success_with_url, token_of};
 use gengate_tests::requests::{KLING_COST, SORA_COST, kling, sora};
-use gengate_tests::{INTERNAL_TOKEN, TestApp, TestUser};
+use gengate_tests::{TestApp, TestUser};
 use gengate_worker::context::WorkerContext;
 use gengate_worker::sweeper::sweep;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -28,142 +29,6 @@ async fn credits(app: &TestApp, user: &TestUser) -> (i64, i64) {
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("credits JSON");
     (body["balance"].as_i64().expect("balance"), body["debt"].as_i64().expect("debt"))
-}
-
-fn events(generation: &Value) -> Vec<Value> {
-    generation["events"].as_array().expect("events").clone()
-}
-
-fn ledger(generation: &Value) -> Vec<Value> {
-    generation["ledger"].as_array().expect("ledger").clone()
-}
-
-/// Applied transitions `(from, to, cause)`, oldest first.
-fn transitions(generation: &Value) -> Vec<(String, String, String)> {
-    events(generation)
-        .iter()
-        .filter(|e| e["to_status"].is_string())
-        .map(|e| {
-            (
-                e["from_status"].as_str().unwrap_or("").to_owned(),
-                e["to_status"].as_str().unwrap_or("").to_owned(),
-                e["cause"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn count_to(generation: &Value, status: &str) -> usize {
-    transitions(generation).iter().filter(|(_, to, _)| to == status).count()
-}
-
-async fn video_rows(app: &TestApp, id: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM generation_videos WHERE generation_id = $1::uuid")
-        .bind(id)
-        .fetch_one(&app.pool)
-        .await
-        .expect("count videos")
-}
-
-/// Waits until the simulator's task reports `state`.
-async fn task_in_state(app: &TestApp, task_id: &str, state: &str) -> TaskView {
-    eventually(&format!("task {task_id} to be {state}"), WAIT, || async {
-        app.sim.task(task_id).filter(|task| task.state == state)
-    })
-    .await
-}
-
-fn token_of(callback_url: &str) -> String {
-    callback_url.split("token=").nth(1).expect("a token in the callback URL").to_owned()
-}
-
-/// What kie's `recordInfo` says about a task now: the `data` of its callbacks.
-async fn kie_record(app: &TestApp, task_id: &str) -> Value {
-    let response = app
-        .http
-        .get(format!("{}/api/v1/jobs/recordInfo", app.sim.url()))
-        .query(&[("taskId", task_id)])
-        .bearer_auth(app.sim.config().kie_api_key)
-        .send()
-        .await
-        .expect("recordInfo");
-    let body: Value = response.json().await.expect("recordInfo JSON");
-    assert_eq!(body["code"], 200, "{body}");
-    body["data"].clone()
-}
-
-/// kie's success callback body for a record, as the simulator sends it.
-fn kie_success(record: &Value) -> Value {
-    json!({"code": 200, "msg": "generation succeeded", "data": record})
-}
-
-/// A kie success record of `task_id` whose result is `url`.
-fn kie_success_with_url(task_id: &str, url: &str) -> Value {
-    kie_success(&json!({
-        "taskId": task_id, "model": "sora-2-text-to-video", "state": "success",
-        "resultJson": json!({"resultUrls": [url]}).to_string(),
-        "failCode": "", "failMsg": "", "progress": 100,
-    }))
-}
-
-/// kie's failure callback body for `task_id`.
-fn kie_failure(task_id: &str) -> Value {
-    json!({"code": 501, "msg": "generation failed", "data": {
-        "taskId": task_id, "model": "sora-2-text-to-video", "state": "fail",
-        "resultJson": null, "failCode": "501", "failMsg": "forged late failure",
-    }})
-}
-
-/// What Kling's query says about a task now: its callback body (the bare task object).
-async fn kling_object(app: &TestApp, task: &TaskView) -> Value {
-    let response = app
-        .http
-        .get(format!("{}/v1/videos/{}/{}", app.sim.url(), task.endpoint, task.task_id))
-        .bearer_auth(app.sim.kling_token())
-        .send()
-        .await
-        .expect("Kling query");
-    let body: Value = response.json().await.expect("Kling JSON");
-    assert_eq!(body["code"], 0, "{body}");
-    body["data"].clone()
-}
-
-async fn post_raw(app: &TestApp, url: &str, body: impl Into<reqwest::Body>) -> StatusCode {
-    app.http
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("POST callback")
-        .status()
-}
-
-async fn report_failure(app: &TestApp, id: &str, reason: &str) -> StatusCode {
-    app.http
-        .post(format!("{}/api/generation/handle-failure", app.api_url))
-        .bearer_auth(INTERNAL_TOKEN)
-        .json(&json!({"generation_id": id, "reason": reason}))
-        .send()
-        .await
-        .expect("handle-failure")
-        .status()
-}
-
-/// Asserts a completed, charged-once generation: `cost` charged, one completion, one video.
-async fn assert_charged_once(app: &TestApp, id: &str, cost: i64) -> Value {
-    let generation = app.admin_generation(id).await;
-    assert_eq!(generation["status"], "completed", "{generation}");
-    assert_eq!(generation["charged"], cost, "{generation}");
-    assert_eq!(count_to(&generation, "completed"), 1, "{:?}", transitions(&generation));
-    assert_eq!(video_rows(app, id).await, 1);
-    let live: i64 = ledger(&generation)
-        .iter()
-        .filter(|e| e["voided_at"].is_null())
-        .map(|e| e["amount"].as_i64().unwrap())
-        .sum();
-    assert_eq!(live, -cost, "{:?}", ledger(&generation));
-    generation
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -194,7 +59,7 @@ async fn a_kie_job_completes_by_webhook_and_is_charged_once() {
     .map(|(from, to, cause)| (from.to_owned(), to.to_owned(), cause.to_owned()));
     assert_eq!(transitions(&generation), expected, "{generation}");
     assert!(task.callbacks.iter().any(|c| c.status == "success" && c.delivered()));
-    assert_charged_once(&app, &id, SORA_COST).await;
+    app.assert_charged_once(&id, SORA_COST).await;
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 }
@@ -209,7 +74,7 @@ async fn a_kling_job_completes_by_webhook_and_is_charged_once() {
     assert_eq!(done["charged"], KLING_COST);
     let task = app.sim_task(&id).await;
     assert!(task.callbacks.iter().any(|c| c.status == "succeed" && c.delivered()));
-    let generation = assert_charged_once(&app, &id, KLING_COST).await;
+    let generation = app.assert_charged_once(&id, KLING_COST).await;
     let (_, _, cause) = transitions(&generation).pop().unwrap();
     assert_eq!(cause, "webhook");
     assert_eq!(credits(&app, &user).await, (1000 - KLING_COST, 0));
@@ -227,7 +92,7 @@ async fn a_job_without_callbacks_completes_by_polling() {
     let task = app.sim_task(&id).await;
     assert_eq!(task.callbacks_queued, 0);
     assert!(task.callbacks.is_empty());
-    let generation = assert_charged_once(&app, &id, SORA_COST).await;
+    let generation = app.assert_charged_once(&id, SORA_COST).await;
     let (from, _, cause) = transitions(&generation).pop().unwrap();
     assert_eq!((from.as_str(), cause.as_str()), ("submitted", "poll"));
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
@@ -272,7 +137,7 @@ async fn a_failure_by_webhook_fails_the_job_and_gives_the_credits_back() {
         assert!(
             entries.iter().all(|e| e["voided_reason"].as_str().unwrap().starts_with("webhook"))
         );
-        assert_eq!(video_rows(&app, id).await, 0);
+        assert_eq!(app.video_rows(id).await, 0);
     }
     assert_eq!(credits(&app, &user).await, (1000, 0));
     app.assert_reconciled().await;
@@ -289,11 +154,11 @@ async fn the_same_success_delivered_five_times_at_once_settles_once() {
     let id = app.submit_ok(&user, &sora("echo [[sim:no-callback]]")).await;
     app.wait_for_status(&user, &id, "submitted", WAIT).await;
     let task = app.sim_task(&id).await;
-    task_in_state(&app, &task.task_id, "success").await;
-    let body = kie_success(&kie_record(&app, &task.task_id).await).to_string();
+    app.task_in_state(&task.task_id, "success").await;
+    let body = kie_success(&app.kie_record(&task.task_id).await).to_string();
     let url = task.callback_url.clone().unwrap();
 
-    let answers = join_all((0..5).map(|_| post_raw(&app, &url, body.clone()))).await;
+    let answers = join_all((0..5).map(|_| app.post_raw(&url, body.clone()))).await;
     assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
 
     app.wait_for_status(&user, &id, "completed", WAIT).await;
@@ -306,7 +171,7 @@ async fn the_same_success_delivered_five_times_at_once_settles_once() {
     .await;
     let webhook_rows = events(&generation).iter().filter(|e| e["cause"] == "webhook").count();
     assert_eq!(webhook_rows, 5, "{:?}", events(&generation));
-    assert_charged_once(&app, &id, SORA_COST).await;
+    app.assert_charged_once(&id, SORA_COST).await;
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 }
@@ -326,7 +191,7 @@ async fn a_duplicated_kling_callback_and_replays_of_it_settle_once() {
     .await;
 
     // And a provider retrying the same success five more times, concurrently.
-    let body = kling_object(&app, &task).await;
+    let body = app.kling_object(&task).await;
     assert_eq!(body["task_status"], "succeed");
     let url = task.callback_url.clone().unwrap();
     let answers = join_all((0..5).map(|_| app.post_json(&url, &body))).await;
@@ -342,7 +207,7 @@ async fn a_duplicated_kling_callback_and_replays_of_it_settle_once() {
         (succeed_rows >= 2 + 5 && events(&generation).len() >= before).then_some(())
     })
     .await;
-    assert_charged_once(&app, &id, KLING_COST).await;
+    app.assert_charged_once(&id, KLING_COST).await;
     assert_eq!(credits(&app, &user).await, (1000 - KLING_COST, 0));
     app.assert_reconciled().await;
 }
@@ -367,7 +232,7 @@ async fn a_failure_then_a_success_completes_and_charges_once() {
     assert_eq!(done["charged"], SORA_COST);
     assert!(done["failure"].is_null(), "a completed job carries no failure: {done}");
 
-    let generation = assert_charged_once(&app, &id, SORA_COST).await;
+    let generation = app.assert_charged_once(&id, SORA_COST).await;
     let moves: Vec<_> = transitions(&generation).into_iter().map(|(f, t, _)| (f, t)).collect();
     assert_eq!(
         moves[2..],
@@ -379,20 +244,6 @@ async fn a_failure_then_a_success_completes_and_charges_once() {
     app.assert_reconciled().await;
 }
 
-/// The reservation voided by the refund, and the restore charged again as new live entries.
-fn assert_restored(generation: &Value, cost: i64) {
-    let entries = ledger(generation);
-    let voided: i64 = entries
-        .iter()
-        .filter(|e| e["voided_at"].is_string())
-        .map(|e| e["amount"].as_i64().unwrap())
-        .sum();
-    let live: Vec<&Value> = entries.iter().filter(|e| e["voided_at"].is_null()).collect();
-    assert_eq!(voided, -cost, "the reservation is voided: {entries:?}");
-    assert_eq!(live.iter().map(|e| e["amount"].as_i64().unwrap()).sum::<i64>(), -cost);
-    assert!(live.iter().all(|e| e["trans_type"] == "video_generation"), "{entries:?}");
-}
-
 #[tokio::test]
 async fn a_reported_failure_then_a_success_completes_and_charges_once() {
     let app = TestApp::builder().workers(1).spawn().await;
@@ -400,18 +251,18 @@ async fn a_reported_failure_then_a_success_completes_and_charges_once() {
     let id = app.submit_ok(&user, &sora("slow [[sim:delay=4000]]")).await;
     app.wait_for_status(&user, &id, "submitted", WAIT).await;
 
-    assert_eq!(report_failure(&app, &id, "the poller gave up").await, 202);
+    assert_eq!(app.report_failure(&id, "the poller gave up").await, 202);
     let failed = app.wait_for_status(&user, &id, "failed", WAIT).await;
     assert_eq!(failed["charged"], 0);
     assert_eq!(failed["failure"]["code"], "polling_failed");
     assert_eq!(failed["failure"]["message"], "the job was reported failed");
     assert_eq!(credits(&app, &user).await, (1000, 0));
     // Reporting it again changes nothing.
-    assert_eq!(report_failure(&app, &id, "the poller gave up").await, 202);
+    assert_eq!(app.report_failure(&id, "the poller gave up").await, 202);
 
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(done["charged"], SORA_COST);
-    let generation = assert_charged_once(&app, &id, SORA_COST).await;
+    let generation = app.assert_charged_once(&id, SORA_COST).await;
     assert_eq!(count_to(&generation, "failed"), 1);
     let (from, to, cause) = transitions(&generation)[2].clone();
     assert_eq!(
@@ -432,10 +283,10 @@ async fn a_reported_failure_then_a_success_completes_and_charges_once() {
 
     // Unknown generations, malformed reports and missing credentials are refused.
     let unknown = uuid::Uuid::now_v7().to_string();
-    assert_eq!(report_failure(&app, &unknown, "x").await, 404);
-    assert_eq!(report_failure(&app, "not-an-id", "x").await, 422);
-    assert_eq!(report_failure(&app, &id, " ").await, 422);
-    assert_eq!(report_failure(&app, &id, &"x".repeat(1001)).await, 422);
+    assert_eq!(app.report_failure(&unknown, "x").await, 404);
+    assert_eq!(app.report_failure("not-an-id", "x").await, 422);
+    assert_eq!(app.report_failure(&id, " ").await, 422);
+    assert_eq!(app.report_failure(&id, &"x".repeat(1001)).await, 422);
     let anonymous = app
         .http
         .post(format!("{}/api/generation/handle-failure", app.api_url))
@@ -461,7 +312,7 @@ async fn a_duplicated_failure_then_duplicated_success_refunds_once_and_restores_
 
     for (id, cost) in [(&kie, SORA_COST), (&kling_id, KLING_COST)] {
         app.wait_for_status(&user, id, "completed", WAIT).await;
-        let generation = assert_charged_once(&app, id, cost).await;
+        let generation = app.assert_charged_once(id, cost).await;
         assert_eq!(count_to(&generation, "failed"), 1, "{:?}", transitions(&generation));
         assert_restored(&generation, cost);
     }
@@ -484,11 +335,11 @@ async fn callbacks_that_arrive_before_the_submission_is_recorded_settle_right() 
     let back = app.submit_ok(&user, &kling("eager [[sim:fail-then-success]]")).await;
 
     app.wait_for_status(&user, &ok, "completed", WAIT).await;
-    assert_charged_once(&app, &ok, KLING_COST).await;
+    app.assert_charged_once(&ok, KLING_COST).await;
     let generation = app.wait_for_status(&user, &failed, "failed", WAIT).await;
     assert_eq!(generation["charged"], 0);
     app.wait_for_status(&user, &back, "completed", WAIT).await;
-    assert_charged_once(&app, &back, KLING_COST).await;
+    app.assert_charged_once(&back, KLING_COST).await;
     for id in [&ok, &failed, &back] {
         // Exactly one upstream task each, and the operator can see which.
         let tasks = app.sim.tasks();
@@ -515,7 +366,7 @@ async fn a_restore_after_the_credits_were_spent_becomes_debt_until_a_grant_pays_
     let user = app.create_user(SORA_COST).await;
     let first = app.submit_ok(&user, &sora("late bloomer [[sim:delay=5000]]")).await;
     app.wait_for_status(&user, &first, "submitted", WAIT).await;
-    assert_eq!(report_failure(&app, &first, "given up").await, 202);
+    assert_eq!(app.report_failure(&first, "given up").await, 202);
     app.wait_for_status(&user, &first, "failed", WAIT).await;
     assert_eq!(credits(&app, &user).await, (SORA_COST, 0));
 
@@ -586,7 +437,7 @@ async fn a_failure_after_completion_changes_nothing() {
     assert!(recorded["to_status"].is_null(), "recorded, not applied: {recorded}");
     assert_eq!(recorded["from_status"], "completed");
 
-    assert_eq!(report_failure(&app, &id, "too late").await, 202);
+    assert_eq!(app.report_failure(&id, "too late").await, 202);
     let after = app.events_beyond(&id, seen + 1).await;
     assert_eq!(events(&after)[seen + 1]["cause"], "handle_failure");
     assert!(events(&after)[seen + 1]["to_status"].is_null());
@@ -595,7 +446,7 @@ async fn a_failure_after_completion_changes_nothing() {
     assert!(after["failure"].is_null());
     assert_eq!(after["updated_at"], before["updated_at"]);
     assert_eq!(after["ledger"], before["ledger"]);
-    assert_charged_once(&app, &id, SORA_COST).await;
+    app.assert_charged_once(&id, SORA_COST).await;
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 }
@@ -671,7 +522,7 @@ async fn forged_or_malformed_webhooks_are_refused_and_change_nothing() {
     }));
     assert_eq!(app.post_json(&url, &mixed).await, 400, "one bad URL among good ones");
     // The Kling ingress applies the same allowlist.
-    let mut kling_body = kling_object(&app, &kling_task).await;
+    let mut kling_body = app.kling_object(&kling_task).await;
     kling_body["task_status"] = json!("succeed");
     kling_body["task_result"] =
         json!({"videos": [{"id": "v", "url": "https://kie.ai.evil.com/v.mp4", "duration": "5"}]});
@@ -687,12 +538,12 @@ async fn forged_or_malformed_webhooks_are_refused_and_change_nothing() {
         (r#"{"code": 200, "data": "oops"}"#, "data not an object"),
     ];
     for (body, what) in unparsable {
-        assert_eq!(post_raw(&app, &url, body).await, 400, "{what}");
+        assert_eq!(app.post_raw(&url, body).await, 400, "{what}");
     }
     for (body, what) in
         [("not json", "Kling not JSON"), (r#"{"task_status": "succeed"}"#, "no task id")]
     {
-        assert_eq!(post_raw(&app, &kling_url, body).await, 400, "{what}");
+        assert_eq!(app.post_raw(&kling_url, body).await, 400, "{what}");
     }
     // Bodies over `webhook.max_body_bytes` (64 KiB by default) are not read.
     let mut huge = kie_success_with_url(&task.task_id, "https://files.kie.ai/v/1.mp4");
@@ -734,7 +585,7 @@ async fn forged_or_malformed_webhooks_are_refused_and_change_nothing() {
     assert_eq!(events(&app.admin_generation(&kling_id).await).len(), events(&kling_before).len());
     assert_eq!(app.admin_generation(&other).await["status"], "submitted");
     assert_eq!(credits(&app, &user).await, balance_before);
-    assert_eq!(video_rows(&app, &id).await, 0);
+    assert_eq!(app.video_rows(&id).await, 0);
     app.assert_reconciled().await;
 }
 
@@ -773,7 +624,7 @@ async fn a_job_past_its_deadline_fails_and_a_late_success_restores_it() {
     // The slow one finishes upstream after all: the late success restores the charge.
     let done = app.wait_for_status(&user, &late, "completed", WAIT).await;
     assert_eq!(done["charged"], SORA_COST);
-    let generation = assert_charged_once(&app, &late, SORA_COST).await;
+    let generation = app.assert_charged_once(&late, SORA_COST).await;
     let moves = transitions(&generation);
     assert_eq!(moves[2], ("submitted".into(), "failed".into(), "deadline".into()), "{moves:?}");
     assert_eq!(moves[3].0, "failed");
@@ -812,7 +663,7 @@ async fn a_never_finishing_job_restores_when_the_provider_finally_reports_succes
     assert!(app.sim.finish(&task.task_id, Outcome::Succeed));
     app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(app.source_urls(&id).await, [file]);
-    let generation = assert_charged_once(&app, &id, SORA_COST).await;
+    let generation = app.assert_charged_once(&id, SORA_COST).await;
     assert_restored(&generation, SORA_COST);
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
@@ -859,7 +710,7 @@ async fn a_webhook_that_cannot_be_queued_gets_503_and_the_providers_retry_lands(
     let delivered = task.callbacks.iter().filter(|c| c.delivered()).count();
     assert!(refused >= 1, "{:?}", task.callbacks);
     assert_eq!(delivered, 1, "{:?}", task.callbacks);
-    let generation = assert_charged_once(&app, &id, SORA_COST).await;
+    let generation = app.assert_charged_once(&id, SORA_COST).await;
     let (_, _, cause) = transitions(&generation).pop().unwrap();
     assert_eq!(cause, "webhook");
     assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
@@ -1058,11 +909,11 @@ async fn a_polled_failure_that_later_turns_into_a_success_restores() {
     assert_eq!(failed["failure"]["code"], "generation_failed");
     assert_eq!(credits(&app, &user).await, (1000, 0));
     let task = app.sim_task(&id).await;
-    task_in_state(&app, &task.task_id, "success").await;
+    app.task_in_state(&task.task_id, "success").await;
 
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(done["charged"], SORA_COST);
-    let generation = assert_charged_once(&app, &id, SORA_COST).await;
+    let generation = app.assert_charged_once(&id, SORA_COST).await;
     let moves = transitions(&generation);
     assert_eq!(moves[2], ("submitted".into(), "failed".into(), "poll".into()), "{moves:?}");
     assert_eq!(moves[3], ("failed".into(), "completed".into(), "poll".into()), "{moves:?}");
@@ -1083,7 +934,7 @@ async fn a_success_whose_result_is_off_the_allowlist_fails_and_refunds() {
         assert_eq!(failed["failure"]["code"], "result_rejected", "{failed}");
         assert_eq!(failed["charged"], 0);
         assert!(failed["result"].is_null());
-        assert_eq!(video_rows(&app, id).await, 0);
+        assert_eq!(app.video_rows(id).await, 0);
         // The provider's callbacks carrying it were refused at the door.
         let task = app.sim_task(id).await;
         assert!(
@@ -1124,12 +975,12 @@ async fn a_success_after_a_cancel_is_recorded_and_not_charged() {
     assert_eq!(generation["status"], "canceled");
     assert_eq!(generation["charged"], 0);
     assert!(generation["result"].is_null());
-    assert_eq!(video_rows(&app, &id).await, 0);
+    assert_eq!(app.video_rows(&id).await, 0);
     // A repeat of it, and a failure report, change nothing either.
     let url = task.callback_url.clone().unwrap();
-    let body = kie_success(&kie_record(&app, &task.task_id).await);
+    let body = kie_success(&app.kie_record(&task.task_id).await);
     assert_eq!(app.post_json(&url, &body).await, 200);
-    assert_eq!(report_failure(&app, &id, "late").await, 202);
+    assert_eq!(app.report_failure(&id, "late").await, 202);
     let seen = events(&generation).len();
     let generation = app.events_beyond(&id, seen + 1).await;
     assert_eq!(generation["status"], "canceled");
@@ -1161,7 +1012,7 @@ async fn a_postpaid_job_is_charged_once_on_success_and_never_on_failure() {
     let back_done = app.wait_for_status(&user, &back, "completed", WAIT).await;
     assert_eq!(back_done["charged"], cost);
     for id in [&ok, &back] {
-        assert_charged_once(&app, id, cost).await;
+        app.assert_charged_once(id, cost).await;
     }
     assert_eq!(credits(&app, &user).await, (1000 - 2 * cost, 0));
     app.assert_reconciled().await;
@@ -1183,7 +1034,7 @@ async fn a_job_whose_poll_was_lost_is_found_by_the_sweeper() {
     .unwrap();
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(done["charged"], SORA_COST);
-    assert_charged_once(&app, &id, SORA_COST).await;
+    app.assert_charged_once(&id, SORA_COST).await;
     app.assert_reconciled().await;
 }
 
