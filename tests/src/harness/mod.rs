@@ -3,6 +3,7 @@
 pub mod app;
 pub mod audit;
 pub mod broker;
+pub mod credits;
 pub mod db;
 pub mod process;
 pub mod s3;

@@ -7,19 +7,14 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use gengate_shared::ledger;
 use gengate_sim::{Provider, SimConfig};
+use gengate_tests::TestApp;
 use gengate_tests::harness::eventually;
-use gengate_tests::{TestApp, TestUser};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn kling(prompt: &str) -> Value {
     json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": prompt})
-}
-
-async fn balance(app: &TestApp, user: &TestUser) -> i64 {
-    let credits: Value = app.user_get(user, "/v1/credits").await.json().await.unwrap();
-    credits["balance"].as_i64().unwrap()
 }
 
 /// Upstream tasks the simulator created for a generation.
@@ -160,7 +155,7 @@ async fn a_job_the_provider_keeps_refusing_fails_and_is_refunded_after_its_attem
     assert_eq!(detail["provider_code"], "1303", "{detail}");
     assert!(detail["message"].as_str().unwrap().contains("gave up after 2 attempts"), "{detail}");
     assert_eq!(failed["charged"], 0);
-    assert_eq!(balance(&app, &user).await, 1000);
+    assert_eq!(app.balance(&user).await, 1000);
     assert_eq!(tasks_for(&app, &id), 0);
 }
 
@@ -184,7 +179,7 @@ async fn a_permanent_provider_error_fails_the_job_with_the_providers_code_and_re
     assert_eq!(failure_detail(&app, &kling_id).await["provider_code"], "1201");
     assert_eq!(failure_detail(&app, &kie_id).await["provider_code"], "422");
     assert!(!failure_detail(&app, &kling_id).await["message"].as_str().unwrap().is_empty());
-    assert_eq!(balance(&app, &user).await, 1000);
+    assert_eq!(app.balance(&user).await, 1000);
     let report = ledger::reconcile(&app.pool, None).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.mismatches);
 }

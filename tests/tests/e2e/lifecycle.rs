@@ -50,8 +50,7 @@ async fn a_kling_job_is_submitted_completed_by_webhook_and_charged_once() {
     assert_eq!(body["model_name"], "kling-v1-6");
     assert_eq!(body["mode"], "pro");
 
-    let credits: Value = app.user_get(&user, "/v1/credits").await.json().await.unwrap();
-    assert_eq!(credits["balance"], 1000 - 42);
+    assert_eq!(app.balance(&user).await, 1000 - 42);
     assert!(gengate_shared::ledger::reconcile(&app.pool, None).await.unwrap().is_clean());
 }
 
@@ -69,8 +68,7 @@ async fn a_job_the_provider_reports_at_less_usage_is_charged_less() {
     assert_eq!(half_done["cost"], 84);
     assert_eq!(half_done["charged"], 42, "2 of 4 expected units: half the price");
     assert_eq!(full_done["charged"], 84);
-    let credits: Value = app.user_get(&user, "/v1/credits").await.json().await.unwrap();
-    assert_eq!(credits["balance"], 1000 - 42 - 84);
+    assert_eq!(app.balance(&user).await, 1000 - 42 - 84);
     let admin: Value =
         app.admin_get(&format!("/admin/generations/{half}")).await.json().await.unwrap();
     let returned: i64 = admin["ledger"]

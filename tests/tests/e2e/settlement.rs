@@ -23,14 +23,6 @@ use tokio::sync::Semaphore;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `(balance, debt)` as the user sees them.
-async fn credits(app: &TestApp, user: &TestUser) -> (i64, i64) {
-    let response = app.user_get(user, "/v1/credits").await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.expect("credits JSON");
-    (body["balance"].as_i64().expect("balance"), body["debt"].as_i64().expect("debt"))
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. The plain endings.
 
@@ -60,7 +52,7 @@ async fn a_kie_job_completes_by_webhook_and_is_charged_once() {
     assert_eq!(transitions(&generation), expected, "{generation}");
     assert!(task.callbacks.iter().any(|c| c.status == "success" && c.delivered()));
     app.assert_charged_once(&id, SORA_COST).await;
-    assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -77,7 +69,7 @@ async fn a_kling_job_completes_by_webhook_and_is_charged_once() {
     let generation = app.assert_charged_once(&id, KLING_COST).await;
     let (_, _, cause) = transitions(&generation).pop().unwrap();
     assert_eq!(cause, "webhook");
-    assert_eq!(credits(&app, &user).await, (1000 - KLING_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - KLING_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -95,7 +87,7 @@ async fn a_job_without_callbacks_completes_by_polling() {
     let generation = app.assert_charged_once(&id, SORA_COST).await;
     let (from, _, cause) = transitions(&generation).pop().unwrap();
     assert_eq!((from.as_str(), cause.as_str()), ("submitted", "poll"));
-    assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -139,7 +131,7 @@ async fn a_failure_by_webhook_fails_the_job_and_gives_the_credits_back() {
         );
         assert_eq!(app.video_rows(id).await, 0);
     }
-    assert_eq!(credits(&app, &user).await, (1000, 0));
+    assert_eq!(app.credits(&user).await, (1000, 0));
     app.assert_reconciled().await;
 }
 
@@ -172,7 +164,7 @@ async fn the_same_success_delivered_five_times_at_once_settles_once() {
     let webhook_rows = events(&generation).iter().filter(|e| e["cause"] == "webhook").count();
     assert_eq!(webhook_rows, 5, "{:?}", events(&generation));
     app.assert_charged_once(&id, SORA_COST).await;
-    assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -208,7 +200,7 @@ async fn a_duplicated_kling_callback_and_replays_of_it_settle_once() {
     })
     .await;
     app.assert_charged_once(&id, KLING_COST).await;
-    assert_eq!(credits(&app, &user).await, (1000 - KLING_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - KLING_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -227,7 +219,7 @@ async fn a_failure_then_a_success_completes_and_charges_once() {
     let id = app.submit_ok(&user, &sora("second wind [[sim:fail-then-success]]")).await;
 
     app.wait_for_status(&user, &id, "failed", WAIT).await;
-    assert_eq!(credits(&app, &user).await, (1000, 0));
+    assert_eq!(app.credits(&user).await, (1000, 0));
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(done["charged"], SORA_COST);
     assert!(done["failure"].is_null(), "a completed job carries no failure: {done}");
@@ -240,7 +232,7 @@ async fn a_failure_then_a_success_completes_and_charges_once() {
         "{moves:?}"
     );
     assert_restored(&generation, SORA_COST);
-    assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -256,7 +248,7 @@ async fn a_reported_failure_then_a_success_completes_and_charges_once() {
     assert_eq!(failed["charged"], 0);
     assert_eq!(failed["failure"]["code"], "polling_failed");
     assert_eq!(failed["failure"]["message"], "the job was reported failed");
-    assert_eq!(credits(&app, &user).await, (1000, 0));
+    assert_eq!(app.credits(&user).await, (1000, 0));
     // Reporting it again changes nothing.
     assert_eq!(app.report_failure(&id, "the poller gave up").await, 202);
 
@@ -278,7 +270,7 @@ async fn a_reported_failure_then_a_success_completes_and_charges_once() {
         "{:?}",
         ledger(&generation)
     );
-    assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 
     // Unknown generations, malformed reports and missing credentials are refused.
@@ -316,7 +308,7 @@ async fn a_duplicated_failure_then_duplicated_success_refunds_once_and_restores_
         assert_eq!(count_to(&generation, "failed"), 1, "{:?}", transitions(&generation));
         assert_restored(&generation, cost);
     }
-    assert_eq!(credits(&app, &user).await, (1000 - SORA_COST - KLING_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - SORA_COST - KLING_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -353,7 +345,7 @@ async fn callbacks_that_arrive_before_the_submission_is_recorded_settle_right() 
                 .unwrap();
         assert_eq!(remote.as_deref(), Some(task.task_id.as_str()), "generation {id}");
     }
-    assert_eq!(credits(&app, &user).await, (1000 - 2 * KLING_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - 2 * KLING_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -368,14 +360,14 @@ async fn a_restore_after_the_credits_were_spent_becomes_debt_until_a_grant_pays_
     app.wait_for_status(&user, &first, "submitted", WAIT).await;
     assert_eq!(app.report_failure(&first, "given up").await, 202);
     app.wait_for_status(&user, &first, "failed", WAIT).await;
-    assert_eq!(credits(&app, &user).await, (SORA_COST, 0));
+    assert_eq!(app.credits(&user).await, (SORA_COST, 0));
 
     // The refunded credits go to another job before the first one's success arrives.
     let second = app.submit_ok(&user, &sora("spends it all [[sim:never]]")).await;
-    assert_eq!(credits(&app, &user).await, (0, 0));
+    assert_eq!(app.credits(&user).await, (0, 0));
     let first_job = app.wait_for_status(&user, &first, "completed", WAIT).await;
     assert_eq!(first_job["charged"], SORA_COST, "the charge stands, as debt");
-    assert_eq!(credits(&app, &user).await, (0, SORA_COST));
+    assert_eq!(app.credits(&user).await, (0, SORA_COST));
 
     let generation = app.admin_generation(&first).await;
     let entries = ledger(&generation);
@@ -409,7 +401,7 @@ async fn a_restore_after_the_credits_were_spent_becomes_debt_until_a_grant_pays_
     assert_eq!(granted.status(), 201);
     let granted: Value = granted.json().await.unwrap();
     assert_eq!(granted["debt_settled"], SORA_COST, "{granted}");
-    assert_eq!(credits(&app, &user).await, (100 - SORA_COST, 0));
+    assert_eq!(app.credits(&user).await, (100 - SORA_COST, 0));
     app.submit_ok(&user, &json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": "ok"}))
         .await;
     assert_eq!(app.admin_generation(&second).await["charged"], SORA_COST);
@@ -447,7 +439,7 @@ async fn a_failure_after_completion_changes_nothing() {
     assert_eq!(after["updated_at"], before["updated_at"]);
     assert_eq!(after["ledger"], before["ledger"]);
     app.assert_charged_once(&id, SORA_COST).await;
-    assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -474,7 +466,7 @@ async fn forged_or_malformed_webhooks_are_refused_and_change_nothing() {
 
     let before = app.admin_generation(&id).await;
     let kling_before = app.admin_generation(&kling_id).await;
-    let balance_before = credits(&app, &user).await;
+    let balance_before = app.credits(&user).await;
 
     let good_body = kie_success_with_url(&task.task_id, "https://files.kie.ai/v/1.mp4");
     let unknown = uuid::Uuid::now_v7();
@@ -584,7 +576,7 @@ async fn forged_or_malformed_webhooks_are_refused_and_change_nothing() {
     }
     assert_eq!(events(&app.admin_generation(&kling_id).await).len(), events(&kling_before).len());
     assert_eq!(app.admin_generation(&other).await["status"], "submitted");
-    assert_eq!(credits(&app, &user).await, balance_before);
+    assert_eq!(app.credits(&user).await, balance_before);
     assert_eq!(app.video_rows(&id).await, 0);
     app.assert_reconciled().await;
 }
@@ -618,7 +610,7 @@ async fn a_job_past_its_deadline_fails_and_a_late_success_restores_it() {
         assert_eq!(failed["failure"]["code"], "deadline_exceeded", "{failed}");
         assert_eq!(failed["charged"], 0);
     }
-    assert_eq!(credits(&app, &user).await, (1000, 0));
+    assert_eq!(app.credits(&user).await, (1000, 0));
     app.assert_reconciled().await;
 
     // The slow one finishes upstream after all: the late success restores the charge.
@@ -640,7 +632,7 @@ async fn a_job_past_its_deadline_fails_and_a_late_success_restores_it() {
     let generation = app.events_beyond(&stuck, seen).await;
     assert_eq!(generation["status"], "failed");
     assert_eq!(generation["charged"], 0);
-    assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -655,7 +647,7 @@ async fn a_never_finishing_job_restores_when_the_provider_finally_reports_succes
     let id = app.submit_ok(&user, &sora("forever [[sim:never]]")).await;
     let failed = app.wait_for_status(&user, &id, "failed", WAIT).await;
     assert_eq!(failed["failure"]["code"], "deadline_exceeded");
-    assert_eq!(credits(&app, &user).await, (1000, 0));
+    assert_eq!(app.credits(&user).await, (1000, 0));
 
     // Long after the deadline, the provider finishes the task after all (and calls back).
     let task = app.sim_task(&id).await;
@@ -665,7 +657,7 @@ async fn a_never_finishing_job_restores_when_the_provider_finally_reports_succes
     assert_eq!(app.source_urls(&id).await, [file]);
     let generation = app.assert_charged_once(&id, SORA_COST).await;
     assert_restored(&generation, SORA_COST);
-    assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -713,7 +705,7 @@ async fn a_webhook_that_cannot_be_queued_gets_503_and_the_providers_retry_lands(
     let generation = app.assert_charged_once(&id, SORA_COST).await;
     let (_, _, cause) = transitions(&generation).pop().unwrap();
     assert_eq!(cause, "webhook");
-    assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -877,7 +869,7 @@ async fn a_thousand_jobs_with_random_fates_all_end_settled() {
     );
     // Each user's balance is the grant less what their jobs cost.
     for user in &users {
-        let (balance, debt) = credits(&app, user).await;
+        let (balance, debt) = app.credits(user).await;
         let charged: i64 = sqlx::query_scalar(
             "SELECT COALESCE(-sum(amount), 0)::bigint FROM ledger_entries WHERE user_id = $1::uuid AND NOT is_voided AND generation_id IS NOT NULL",
         )
@@ -907,7 +899,7 @@ async fn a_polled_failure_that_later_turns_into_a_success_restores() {
 
     let failed = app.wait_for_status(&user, &id, "failed", WAIT).await;
     assert_eq!(failed["failure"]["code"], "generation_failed");
-    assert_eq!(credits(&app, &user).await, (1000, 0));
+    assert_eq!(app.credits(&user).await, (1000, 0));
     let task = app.sim_task(&id).await;
     app.task_in_state(&task.task_id, "success").await;
 
@@ -918,7 +910,7 @@ async fn a_polled_failure_that_later_turns_into_a_success_restores() {
     assert_eq!(moves[2], ("submitted".into(), "failed".into(), "poll".into()), "{moves:?}");
     assert_eq!(moves[3], ("failed".into(), "completed".into(), "poll".into()), "{moves:?}");
     assert_restored(&generation, SORA_COST);
-    assert_eq!(credits(&app, &user).await, (1000 - SORA_COST, 0));
+    assert_eq!(app.credits(&user).await, (1000 - SORA_COST, 0));
     app.assert_reconciled().await;
 }
 
@@ -945,7 +937,7 @@ async fn a_success_whose_result_is_off_the_allowlist_fails_and_refunds() {
             task.callbacks
         );
     }
-    assert_eq!(credits(&app, &user).await, (1000, 0));
+    assert_eq!(app.credits(&user).await, (1000, 0));
     app.assert_reconciled().await;
 }
 
@@ -957,7 +949,7 @@ async fn a_success_after_a_cancel_is_recorded_and_not_charged() {
     app.wait_for_status(&user, &id, "submitted", WAIT).await;
     let canceled = app.user_post(&user, &format!("/v1/generations/{id}/cancel"), &json!({})).await;
     assert_eq!(canceled.status(), 200);
-    assert_eq!(credits(&app, &user).await, (1000, 0));
+    assert_eq!(app.credits(&user).await, (1000, 0));
 
     let task = app.sim_task(&id).await;
     let task = eventually("the success callback delivered", WAIT, || async {
@@ -985,7 +977,7 @@ async fn a_success_after_a_cancel_is_recorded_and_not_charged() {
     let generation = app.events_beyond(&id, seen + 1).await;
     assert_eq!(generation["status"], "canceled");
     assert_eq!(generation["charged"], 0);
-    assert_eq!(credits(&app, &user).await, (1000, 0));
+    assert_eq!(app.credits(&user).await, (1000, 0));
     app.assert_reconciled().await;
 }
 
@@ -1014,7 +1006,7 @@ async fn a_postpaid_job_is_charged_once_on_success_and_never_on_failure() {
     for id in [&ok, &back] {
         app.assert_charged_once(id, cost).await;
     }
-    assert_eq!(credits(&app, &user).await, (1000 - 2 * cost, 0));
+    assert_eq!(app.credits(&user).await, (1000 - 2 * cost, 0));
     app.assert_reconciled().await;
 }
 
@@ -1088,6 +1080,6 @@ async fn a_queued_job_past_its_deadline_is_failed_once_however_often_the_sweeper
     let failed = app.wait_for_status(&user, &id, "failed", WAIT).await;
     assert_eq!(failed["failure"]["code"], "deadline_exceeded", "{failed}");
     assert_eq!(failed["charged"], 0);
-    assert_eq!(credits(&app, &user).await, (1000, 0));
+    assert_eq!(app.credits(&user).await, (1000, 0));
     app.assert_reconciled().await;
 }

@@ -40,11 +40,6 @@ async fn jobs_by_generation(app: &TestApp, expected: usize) -> HashMap<String, u
     counts
 }
 
-async fn balance(app: &TestApp, user: &TestUser) -> i64 {
-    let credits: Value = app.user_get(user, "/v1/credits").await.json().await.unwrap();
-    credits["balance"].as_i64().unwrap()
-}
-
 async fn count(app: &TestApp, table: &str) -> i64 {
     let sql = format!("SELECT count(*) FROM {table}");
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&app.pool).await.unwrap()
@@ -106,7 +101,7 @@ async fn accepted_jobs_are_priced_charged_and_queued() {
         spent += cost;
         ids.push(generation["id"].as_str().unwrap().to_owned());
     }
-    assert_eq!(balance(&app, &user).await, 10_000 - spent);
+    assert_eq!(app.balance(&user).await, 10_000 - spent);
 
     let queued = jobs_by_generation(&app, ids.len()).await;
     for id in &ids {
@@ -221,7 +216,7 @@ async fn each_invalid_request_names_its_field_and_changes_nothing() {
     for table in ["generations", "outbox", "generation_events"] {
         assert_eq!(count(&app, table).await, 0, "{table}");
     }
-    assert_eq!(balance(&app, &user).await, 1000);
+    assert_eq!(app.balance(&user).await, 1000);
 }
 
 #[tokio::test]
@@ -267,7 +262,7 @@ async fn insufficient_credits_answer_402_with_balance_and_cost_and_queue_nothing
         assert_eq!(count(&app, table).await, 0, "{table}");
     }
     assert!(app.broker.drain(&app.broker.topology().queue(WorkQueue::Jobs)).await.is_empty());
-    assert_eq!(balance(&app, &user).await, 100);
+    assert_eq!(app.balance(&user).await, 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -297,7 +292,7 @@ async fn fifty_concurrent_submits_with_one_idempotency_key_make_one_generation()
     assert_eq!(replayed, 49, "all but the first are replays");
     assert!(bodies.iter().all(|b| *b == bodies[0]), "50 identical bodies");
     assert_eq!(count(&app, "generations").await, 1);
-    assert_eq!(balance(&app, &user).await, 1000 - 24);
+    assert_eq!(app.balance(&user).await, 1000 - 24);
     assert_eq!(jobs_by_generation(&app, 1).await.values().sum::<usize>(), 1);
 
     // Spelled-out defaults are the same request; a different request is a conflict.
@@ -369,7 +364,7 @@ async fn two_hundred_concurrent_submits_against_credits_for_forty_accept_exactly
         }
     }
     assert_eq!(accepted.len(), 40);
-    assert_eq!(balance(&app, &user).await, 0);
+    assert_eq!(app.balance(&user).await, 0);
     assert_eq!(count(&app, "generations").await, 40);
     let report = ledger::reconcile(&app.pool, None).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.mismatches);
@@ -427,7 +422,7 @@ async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
         .await
         .unwrap();
     let id = generation["id"].as_str().unwrap();
-    assert_eq!(balance(&app, &user).await, 76);
+    assert_eq!(app.balance(&user).await, 76);
 
     let path = format!("/v1/generations/{id}/cancel");
     let theirs = app.user_post(&stranger, &path, &json!({})).await;
@@ -440,7 +435,7 @@ async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
     assert_eq!(canceled["status"], "canceled");
     assert_eq!(canceled["charged"], 0);
     assert!(canceled["completed_at"].is_string());
-    assert_eq!(balance(&app, &user).await, 100);
+    assert_eq!(app.balance(&user).await, 100);
 
     let again = app.user_post(&user, &path, &json!({})).await;
     assert_eq!(again.status(), 409);
@@ -451,7 +446,7 @@ async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
     assert_eq!(problem["generation_status"], "canceled");
     let raw = again_text(&app, &user, &path).await;
     assert_eq!(raw.matches("\"status\"").count(), 1, "one `status` member: {raw}");
-    assert_eq!(balance(&app, &user).await, 100, "refunded once");
+    assert_eq!(app.balance(&user).await, 100, "refunded once");
 
     // The cancel is queued for the workers (to cancel upstream), and the audit log has it all.
     let events = app.broker.topology().queue(WorkQueue::Events);
@@ -491,7 +486,7 @@ async fn an_explicit_null_is_a_missing_field_and_every_refusal_names_its_field()
         assert!(errors.iter().any(|e| e["field"] == field), "{body}: {problem}");
     }
     assert_eq!(count(&app, "generations").await, 0);
-    assert_eq!(balance(&app, &user).await, 1000, "nothing charged");
+    assert_eq!(app.balance(&user).await, 1000, "nothing charged");
     // Null optional fields take their defaults.
     let body = json!({"model": "sora-2", "mode": "text2video", "prompt": "a cat", "duration": null,
                       "negative_prompt": null, "metadata": null});
@@ -520,7 +515,7 @@ async fn the_in_flight_limit_and_the_rate_limit_answer_429() {
     assert_eq!(problem["code"], "too_many_in_flight");
     assert_eq!(problem["limit"], 2);
     assert_eq!(count(&app, "generations").await, 2);
-    assert_eq!(balance(&app, &user).await, 1000 - 48, "the refused job was not charged");
+    assert_eq!(app.balance(&user).await, 1000 - 48, "the refused job was not charged");
 
     // 4 requests used (3 submits, 1 balance); 2 more fit the burst of 6, then the key must slow down.
     for _ in 0..2 {
