@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use gengate_shared::ledger;
 use gengate_sim::{Provider, SimConfig};
 use gengate_tests::TestApp;
 use gengate_tests::harness::eventually;
@@ -180,8 +179,7 @@ async fn a_permanent_provider_error_fails_the_job_with_the_providers_code_and_re
     assert_eq!(failure_detail(&app, &kie_id).await["provider_code"], "422");
     assert!(!failure_detail(&app, &kling_id).await["message"].as_str().unwrap().is_empty());
     assert_eq!(app.balance(&user).await, 1000);
-    let report = ledger::reconcile(&app.pool, None).await.unwrap();
-    assert!(report.is_clean(), "{:?}", report.mismatches);
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -276,8 +274,7 @@ async fn two_workers_create_each_of_five_hundred_jobs_upstream_exactly_once() {
             .unwrap();
         assert!(metrics.contains("gengate_jobs_submitted_total"), "a worker submitted nothing");
     }
-    let report = ledger::reconcile(&app.pool, None).await.unwrap();
-    assert!(report.is_clean(), "{:?}", report.mismatches);
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]

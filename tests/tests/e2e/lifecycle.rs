@@ -51,7 +51,7 @@ async fn a_kling_job_is_submitted_completed_by_webhook_and_charged_once() {
     assert_eq!(body["mode"], "pro");
 
     assert_eq!(app.balance(&user).await, 1000 - 42);
-    assert!(gengate_shared::ledger::reconcile(&app.pool, None).await.unwrap().is_clean());
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -79,5 +79,5 @@ async fn a_job_the_provider_reports_at_less_usage_is_charged_less() {
         .map(|e| e["amount"].as_i64().unwrap())
         .sum();
     assert_eq!(returned, 42, "the difference went back as a partial refund");
-    assert!(gengate_shared::ledger::reconcile(&app.pool, None).await.unwrap().is_clean());
+    app.assert_reconciled().await;
 }

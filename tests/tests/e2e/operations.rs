@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use gengate_shared::ledger;
 use gengate_shared::queue::{Broker, DeadLetterNote, Envelope, Route, WorkQueue, payloads};
 use gengate_tests::TestApp;
 use gengate_tests::harness::eventually;
@@ -131,8 +130,7 @@ async fn events_that_failed_while_the_database_was_down_settle_exactly_once_when
     })
     .await;
     assert_eq!(app.balance(&user).await, 1000 - 3 * 24, "charged once");
-    let report = ledger::reconcile(&app.pool, None).await.unwrap();
-    assert!(report.is_clean(), "{:?}", report.mismatches);
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use gengate_shared::ledger;
 use gengate_shared::queue::WorkQueue;
 use gengate_tests::harness::eventually;
 use gengate_tests::{TestApp, TestUser};
@@ -113,7 +112,7 @@ async fn accepted_jobs_are_priced_charged_and_queued() {
     assert_eq!(fetched["params"]["prompt"], "a cat");
     assert_eq!(fetched["params"]["duration"], 5);
     assert_eq!(fetched["billing"], "prepaid");
-    assert!(ledger::reconcile(&app.pool, None).await.unwrap().is_clean());
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -366,8 +365,7 @@ async fn two_hundred_concurrent_submits_against_credits_for_forty_accept_exactly
     assert_eq!(accepted.len(), 40);
     assert_eq!(app.balance(&user).await, 0);
     assert_eq!(count(&app, "generations").await, 40);
-    let report = ledger::reconcile(&app.pool, None).await.unwrap();
-    assert!(report.is_clean(), "{:?}", report.mismatches);
+    app.assert_reconciled().await;
     let queued = jobs_by_generation(&app, 40).await;
     assert!(accepted.iter().all(|id| queued.get(id) == Some(&1)));
 }
@@ -466,7 +464,7 @@ async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
     let ledger_rows = admin["ledger"].as_array().unwrap();
     assert_eq!(ledger_rows.len(), 1);
     assert_eq!(ledger_rows[0]["voided_reason"], "canceled");
-    assert!(ledger::reconcile(&app.pool, None).await.unwrap().is_clean());
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
