@@ -3,8 +3,10 @@
 pub mod app;
 pub mod audit;
 pub mod broker;
+pub mod clock;
 pub mod credits;
 pub mod db;
+pub mod loopback;
 pub mod process;
 pub mod s3;
 pub mod upstream;
