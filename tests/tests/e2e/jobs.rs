@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use gengate_sim::{Provider, SimConfig};
 use gengate_tests::TestApp;
+use gengate_tests::harness::audit::events;
 use gengate_tests::harness::eventually;
 use serde_json::{Value, json};
 
@@ -117,25 +118,16 @@ async fn server_errors_past_the_quick_retries_wait_in_the_delay_tiers_then_succe
     let id = app.submit_ok(&user, &kling("a cat [[sim:create-5xx=4]]")).await;
     app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(tasks_for(&app, &id), 1);
-    let admin: Value =
-        app.admin_get(&format!("/admin/generations/{id}")).await.json().await.unwrap();
-    let accepted = admin["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["cause"] == "provider_accepted")
-        .unwrap();
+    let admin = app.admin_generation(&id).await;
+    let accepted = events(&admin).into_iter().find(|e| e["cause"] == "provider_accepted").unwrap();
     assert_eq!(accepted["detail"]["attempt"], 1, "accepted on the second delivery");
 }
 
 /// The audit detail of the transition that failed a generation: what the provider said.
 async fn failure_detail(app: &TestApp, id: &str) -> Value {
-    let admin: Value =
-        app.admin_get(&format!("/admin/generations/{id}")).await.json().await.unwrap();
-    admin["events"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let admin = app.admin_generation(id).await;
+    events(&admin)
+        .into_iter()
         .find(|e| e["to_status"] == "failed")
         .map(|e| e["detail"].clone())
         .unwrap_or_else(|| panic!("no failure in {admin}"))
@@ -200,14 +192,8 @@ async fn a_worker_killed_after_the_provider_accepted_leaves_exactly_one_upstream
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(tasks_for(&app, &id), 1, "exactly one upstream task");
     assert_eq!(done["charged"], 24);
-    let admin: Value =
-        app.admin_get(&format!("/admin/generations/{id}")).await.json().await.unwrap();
-    let accepted = admin["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["cause"] == "provider_accepted")
-        .unwrap();
+    let admin = app.admin_generation(&id).await;
+    let accepted = events(&admin).into_iter().find(|e| e["cause"] == "provider_accepted").unwrap();
     assert_eq!(accepted["detail"]["how"], "adopted", "the new worker adopted the task");
 }
 

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use gengate_tests::TestApp;
-use serde_json::{Value, json};
+use gengate_tests::harness::audit::ledger;
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -69,11 +70,8 @@ async fn a_job_the_provider_reports_at_less_usage_is_charged_less() {
     assert_eq!(half_done["charged"], 42, "2 of 4 expected units: half the price");
     assert_eq!(full_done["charged"], 84);
     assert_eq!(app.balance(&user).await, 1000 - 42 - 84);
-    let admin: Value =
-        app.admin_get(&format!("/admin/generations/{half}")).await.json().await.unwrap();
-    let returned: i64 = admin["ledger"]
-        .as_array()
-        .unwrap()
+    let admin = app.admin_generation(&half).await;
+    let returned: i64 = ledger(&admin)
         .iter()
         .filter(|e| e["trans_type"] == "video_generation_refund")
         .map(|e| e["amount"].as_i64().unwrap())

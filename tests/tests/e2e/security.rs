@@ -28,6 +28,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use gengate_shared::generation::failure::outside_text;
 use gengate_sim::{DIRTY_FAILURE_MESSAGE, FAILURE_MESSAGE, Outcome, SimConfig};
+use gengate_tests::harness::audit::events;
 use gengate_tests::harness::eventually;
 use gengate_tests::harness::process::binary;
 use gengate_tests::requests::{KLING_COST, SORA_COST, kling, sora};
@@ -40,10 +41,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// `kling-v1-6-gateway` (postpaid) text2video, defaults: 20 × 1.2.
 const POSTPAID_COST: i64 = 24;
-
-fn events(generation: &Value) -> Vec<Value> {
-    generation["events"].as_array().unwrap().clone()
-}
 
 /// What an operator runs after an incident: `gengatectl ledger reconcile`, clean.
 async fn reconciled_by_gengatectl(app: &TestApp) {

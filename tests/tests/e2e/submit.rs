@@ -454,8 +454,7 @@ async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
     .await;
     assert_eq!(cancel_event["kind"], "event.canceled");
     assert_eq!(cancel_event["generation_id"], id);
-    let admin: Value =
-        app.admin_get(&format!("/admin/generations/{id}")).await.json().await.unwrap();
+    let admin = app.admin_generation(id).await;
     let causes: Vec<&str> =
         admin["events"].as_array().unwrap().iter().map(|e| e["cause"].as_str().unwrap()).collect();
     assert_eq!(causes, ["submit", "cancel"], "the refused second cancel changed nothing");
