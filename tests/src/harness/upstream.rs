@@ -39,6 +39,19 @@ pub fn kie_failure(task_id: &str) -> Value {
 }
 
 impl TestApp {
+    /// The simulator's tasks of a generation so far (Kling: by `external_task_id`; kie: by the
+    /// generation id in its callback URL), oldest first.
+    pub fn sim_tasks_of(&self, id: &str) -> Vec<TaskView> {
+        self.sim
+            .tasks()
+            .into_iter()
+            .filter(|task| {
+                task.external_task_id.as_deref() == Some(id)
+                    || task.callback_url.as_deref().is_some_and(|url| url.contains(id))
+            })
+            .collect()
+    }
+
     /// Waits until the simulator's task reports `state`.
     pub async fn task_in_state(&self, task_id: &str, state: &str) -> TaskView {
         eventually(&format!("task {task_id} to be {state}"), Duration::from_secs(30), || async {
