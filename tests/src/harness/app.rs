@@ -475,10 +475,7 @@ impl TestApp {
     /// id in its callback URL), once a worker created it.
     pub async fn sim_task(&self, id: &str) -> gengate_sim::TaskView {
         eventually(&format!("the provider task of {id}"), Duration::from_secs(30), || async {
-            self.sim.tasks().into_iter().find(|task| {
-                task.external_task_id.as_deref() == Some(id)
-                    || task.callback_url.as_deref().is_some_and(|url| url.contains(id))
-            })
+            self.sim_tasks_of(id).into_iter().next()
         })
         .await
     }

@@ -1,10 +1,15 @@
 //! Building blocks of a test: database, broker namespace, child processes, the assembled app.
 
 pub mod app;
+pub mod audit;
 pub mod broker;
+pub mod clock;
+pub mod credits;
 pub mod db;
+pub mod loopback;
 pub mod process;
 pub mod s3;
+pub mod upstream;
 
 use std::time::Duration;
 

@@ -5,33 +5,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use gengate_shared::ledger;
 use gengate_sim::{Provider, SimConfig};
+use gengate_tests::TestApp;
+use gengate_tests::harness::audit::events;
 use gengate_tests::harness::eventually;
-use gengate_tests::{TestApp, TestUser};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn kling(prompt: &str) -> Value {
     json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": prompt})
-}
-
-async fn balance(app: &TestApp, user: &TestUser) -> i64 {
-    let credits: Value = app.user_get(user, "/v1/credits").await.json().await.unwrap();
-    credits["balance"].as_i64().unwrap()
-}
-
-/// Upstream tasks the simulator created for a generation.
-fn tasks_for(app: &TestApp, id: &str) -> usize {
-    app.sim
-        .tasks()
-        .iter()
-        .filter(|t| {
-            t.external_task_id.as_deref() == Some(id)
-                || t.callback_url.as_deref().is_some_and(|u| u.contains(id))
-        })
-        .count()
 }
 
 #[tokio::test]
@@ -110,7 +93,7 @@ async fn a_rate_limited_create_is_retried_and_creates_one_task() {
     let id = app.submit_ok(&user, &kling("a cat [[sim:create-retry=2]]")).await;
     let submitted = app.wait_for_status(&user, &id, "completed", WAIT).await;
     assert_eq!(submitted["charged"], 24);
-    assert_eq!(tasks_for(&app, &id), 1);
+    assert_eq!(app.sim_tasks_of(&id).len(), 1);
     let attempts = app.sim.tasks()[0].create_attempts;
     assert_eq!(attempts, 3, "two 1303 answers, then the create");
 }
@@ -122,26 +105,17 @@ async fn server_errors_past_the_quick_retries_wait_in_the_delay_tiers_then_succe
     // 3 quick tries per delivery: the first delivery fails all 3, the retry through a tier succeeds.
     let id = app.submit_ok(&user, &kling("a cat [[sim:create-5xx=4]]")).await;
     app.wait_for_status(&user, &id, "completed", WAIT).await;
-    assert_eq!(tasks_for(&app, &id), 1);
-    let admin: Value =
-        app.admin_get(&format!("/admin/generations/{id}")).await.json().await.unwrap();
-    let accepted = admin["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["cause"] == "provider_accepted")
-        .unwrap();
+    assert_eq!(app.sim_tasks_of(&id).len(), 1);
+    let admin = app.admin_generation(&id).await;
+    let accepted = events(&admin).into_iter().find(|e| e["cause"] == "provider_accepted").unwrap();
     assert_eq!(accepted["detail"]["attempt"], 1, "accepted on the second delivery");
 }
 
 /// The audit detail of the transition that failed a generation: what the provider said.
 async fn failure_detail(app: &TestApp, id: &str) -> Value {
-    let admin: Value =
-        app.admin_get(&format!("/admin/generations/{id}")).await.json().await.unwrap();
-    admin["events"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let admin = app.admin_generation(id).await;
+    events(&admin)
+        .into_iter()
         .find(|e| e["to_status"] == "failed")
         .map(|e| e["detail"].clone())
         .unwrap_or_else(|| panic!("no failure in {admin}"))
@@ -160,8 +134,8 @@ async fn a_job_the_provider_keeps_refusing_fails_and_is_refunded_after_its_attem
     assert_eq!(detail["provider_code"], "1303", "{detail}");
     assert!(detail["message"].as_str().unwrap().contains("gave up after 2 attempts"), "{detail}");
     assert_eq!(failed["charged"], 0);
-    assert_eq!(balance(&app, &user).await, 1000);
-    assert_eq!(tasks_for(&app, &id), 0);
+    assert_eq!(app.balance(&user).await, 1000);
+    assert_eq!(app.sim_tasks_of(&id).len(), 0);
 }
 
 #[tokio::test]
@@ -184,9 +158,8 @@ async fn a_permanent_provider_error_fails_the_job_with_the_providers_code_and_re
     assert_eq!(failure_detail(&app, &kling_id).await["provider_code"], "1201");
     assert_eq!(failure_detail(&app, &kie_id).await["provider_code"], "422");
     assert!(!failure_detail(&app, &kling_id).await["message"].as_str().unwrap().is_empty());
-    assert_eq!(balance(&app, &user).await, 1000);
-    let report = ledger::reconcile(&app.pool, None).await.unwrap();
-    assert!(report.is_clean(), "{:?}", report.mismatches);
+    assert_eq!(app.balance(&user).await, 1000);
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -197,7 +170,7 @@ async fn a_worker_killed_after_the_provider_accepted_leaves_exactly_one_upstream
     let user = app.create_user(1000).await;
     let id = app.submit_ok(&user, &kling("a cat [[sim:accept-delay=5000]]")).await;
     eventually("the provider to accept the task", WAIT, || async {
-        (tasks_for(&app, &id) == 1).then_some(())
+        (app.sim_tasks_of(&id).len() == 1).then_some(())
     })
     .await;
     app.workers[0].process.kill().await;
@@ -205,16 +178,10 @@ async fn a_worker_killed_after_the_provider_accepted_leaves_exactly_one_upstream
     // The job message returns to the queue; a new worker finds the task instead of creating one.
     app.start_worker().await;
     let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
-    assert_eq!(tasks_for(&app, &id), 1, "exactly one upstream task");
+    assert_eq!(app.sim_tasks_of(&id).len(), 1, "exactly one upstream task");
     assert_eq!(done["charged"], 24);
-    let admin: Value =
-        app.admin_get(&format!("/admin/generations/{id}")).await.json().await.unwrap();
-    let accepted = admin["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["cause"] == "provider_accepted")
-        .unwrap();
+    let admin = app.admin_generation(&id).await;
+    let accepted = events(&admin).into_iter().find(|e| e["cause"] == "provider_accepted").unwrap();
     assert_eq!(accepted["detail"]["how"], "adopted", "the new worker adopted the task");
 }
 
@@ -281,8 +248,7 @@ async fn two_workers_create_each_of_five_hundred_jobs_upstream_exactly_once() {
             .unwrap();
         assert!(metrics.contains("gengate_jobs_submitted_total"), "a worker submitted nothing");
     }
-    let report = ledger::reconcile(&app.pool, None).await.unwrap();
-    assert!(report.is_clean(), "{:?}", report.mismatches);
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -297,7 +263,7 @@ async fn a_job_canceled_before_any_worker_took_it_never_reaches_the_provider() {
     app.start_worker().await;
     app.wait_ready().await;
     app.wait_for_status(&user, &later, "completed", WAIT).await;
-    assert_eq!(tasks_for(&app, &id), 0, "the canceled job was skipped");
+    assert_eq!(app.sim_tasks_of(&id).len(), 0, "the canceled job was skipped");
     let g: Value =
         app.user_get(&user, &format!("/v1/generations/{id}")).await.json().await.unwrap();
     assert_eq!(g["status"], "canceled");
@@ -309,7 +275,7 @@ async fn sigterm_lets_a_worker_finish_the_job_in_hand() {
     let user = app.create_user(1000).await;
     let id = app.submit_ok(&user, &kling("a cat [[sim:accept-delay=1500]]")).await;
     eventually("the provider to accept the task", WAIT, || async {
-        (tasks_for(&app, &id) == 1).then_some(())
+        (app.sim_tasks_of(&id).len() == 1).then_some(())
     })
     .await;
 
@@ -319,7 +285,7 @@ async fn sigterm_lets_a_worker_finish_the_job_in_hand() {
     let g: Value =
         app.user_get(&user, &format!("/v1/generations/{id}")).await.json().await.unwrap();
     assert!(["submitted", "completed"].contains(&g["status"].as_str().unwrap()), "{g}");
-    assert_eq!(tasks_for(&app, &id), 1);
+    assert_eq!(app.sim_tasks_of(&id).len(), 1);
 }
 
 #[tokio::test]

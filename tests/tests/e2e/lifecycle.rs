@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use gengate_tests::TestApp;
-use serde_json::{Value, json};
+use gengate_tests::harness::audit::ledger;
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -50,9 +51,8 @@ async fn a_kling_job_is_submitted_completed_by_webhook_and_charged_once() {
     assert_eq!(body["model_name"], "kling-v1-6");
     assert_eq!(body["mode"], "pro");
 
-    let credits: Value = app.user_get(&user, "/v1/credits").await.json().await.unwrap();
-    assert_eq!(credits["balance"], 1000 - 42);
-    assert!(gengate_shared::ledger::reconcile(&app.pool, None).await.unwrap().is_clean());
+    assert_eq!(app.balance(&user).await, 1000 - 42);
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -69,17 +69,13 @@ async fn a_job_the_provider_reports_at_less_usage_is_charged_less() {
     assert_eq!(half_done["cost"], 84);
     assert_eq!(half_done["charged"], 42, "2 of 4 expected units: half the price");
     assert_eq!(full_done["charged"], 84);
-    let credits: Value = app.user_get(&user, "/v1/credits").await.json().await.unwrap();
-    assert_eq!(credits["balance"], 1000 - 42 - 84);
-    let admin: Value =
-        app.admin_get(&format!("/admin/generations/{half}")).await.json().await.unwrap();
-    let returned: i64 = admin["ledger"]
-        .as_array()
-        .unwrap()
+    assert_eq!(app.balance(&user).await, 1000 - 42 - 84);
+    let admin = app.admin_generation(&half).await;
+    let returned: i64 = ledger(&admin)
         .iter()
         .filter(|e| e["trans_type"] == "video_generation_refund")
         .map(|e| e["amount"].as_i64().unwrap())
         .sum();
     assert_eq!(returned, 42, "the difference went back as a partial refund");
-    assert!(gengate_shared::ledger::reconcile(&app.pool, None).await.unwrap().is_clean());
+    app.assert_reconciled().await;
 }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use gengate_shared::ledger;
 use gengate_shared::queue::{Broker, DeadLetterNote, Envelope, Route, WorkQueue, payloads};
 use gengate_tests::TestApp;
 use gengate_tests::harness::eventually;
@@ -107,11 +106,7 @@ async fn events_that_failed_while_the_database_was_down_settle_exactly_once_when
         let done = app.wait_for_status(&user, id, "completed", WAIT).await;
         assert_eq!(done["charged"], 24);
     }
-    let balance = || async {
-        let credits: Value = app.user_get(&user, "/v1/credits").await.json().await.unwrap();
-        credits["balance"].as_i64().unwrap()
-    };
-    assert_eq!(balance().await, 1000 - 3 * 24);
+    assert_eq!(app.balance(&user).await, 1000 - 3 * 24);
 
     // The same messages again: nothing changes.
     let broker = app.broker.broker().await;
@@ -134,9 +129,8 @@ async fn events_that_failed_while_the_database_was_down_settle_exactly_once_when
         (q.message_count() == 0).then_some(())
     })
     .await;
-    assert_eq!(balance().await, 1000 - 3 * 24, "charged once");
-    let report = ledger::reconcile(&app.pool, None).await.unwrap();
-    assert!(report.is_clean(), "{:?}", report.mismatches);
+    assert_eq!(app.balance(&user).await, 1000 - 3 * 24, "charged once");
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]

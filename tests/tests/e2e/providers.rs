@@ -17,7 +17,9 @@ use gengate_shared::providers::{
     self, ProviderError, ProviderKind, TaskRef, TaskRequest, TaskState, TaskUpdate, kie,
 };
 use gengate_sim::{RecordedRequest, SimConfig, SimHandle, Simulator};
+use gengate_tests::harness::clock::unix_now;
 use gengate_tests::harness::eventually;
+use gengate_tests::harness::loopback::serve;
 use gengate_worker::providers::{ProviderClient, Registry};
 use serde_json::json;
 
@@ -141,10 +143,6 @@ fn task_ref(request: &TaskRequest, remote_task_id: &str) -> TaskRef {
         provider_model: request.provider_model.clone(),
         remote_task_id: remote_task_id.to_owned(),
     }
-}
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn succeeded_files(update: &TaskUpdate) -> Vec<String> {
@@ -475,10 +473,7 @@ async fn receive(
 async fn start_receiver() -> (String, Arc<Inbox>) {
     let inbox = Arc::new(Inbox::default());
     let app = Router::new().route("/{*path}", post(receive)).with_state(inbox.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (base, inbox)
+    (serve(app).await, inbox)
 }
 
 /// Waits for a terminal callback and returns every update parsed so far, with its headers.
@@ -543,10 +538,7 @@ async fn start_oversized_provider(size: usize) -> String {
         let body = format!("{{\"code\":200,\"msg\":\"{}\"}}", "x".repeat(size));
         ([("content-type", "application/json")], body)
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    base
+    serve(app).await
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use gengate_shared::generation::failure::outside_text;
 use gengate_sim::{DIRTY_FAILURE_MESSAGE, FAILURE_MESSAGE, Outcome, SimConfig};
+use gengate_tests::harness::audit::events;
 use gengate_tests::harness::eventually;
 use gengate_tests::harness::process::binary;
 use gengate_tests::requests::{KLING_COST, SORA_COST, kling, sora};
@@ -40,16 +41,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// `kling-v1-6-gateway` (postpaid) text2video, defaults: 20 × 1.2.
 const POSTPAID_COST: i64 = 24;
-
-async fn credits(app: &TestApp, user: &TestUser) -> Value {
-    let response = app.user_get(user, "/v1/credits").await;
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
-fn events(generation: &Value) -> Vec<Value> {
-    generation["events"].as_array().unwrap().clone()
-}
 
 /// What an operator runs after an incident: `gengatectl ledger reconcile`, clean.
 async fn reconciled_by_gengatectl(app: &TestApp) {
@@ -117,7 +108,7 @@ async fn a_forged_success_for_a_job_that_never_got_a_provider_task_completes_not
     assert_eq!(generation["status"], "failed");
     assert_eq!(generation["charged"], 0);
     assert!(app.source_urls(&id).await.is_empty(), "the attacker's URL is not stored");
-    assert_eq!(credits(&app, &user).await["balance"], 1000);
+    assert_eq!(app.balance(&user).await, 1000);
     reconciled_by_gengatectl(&app).await;
 }
 
@@ -155,7 +146,7 @@ async fn a_success_webhook_counts_only_as_what_the_provider_itself_answers() {
     assert_eq!(app.post_json(&callback_url, &forged).await, 200);
     app.events_beyond(&id, seen).await;
     assert_eq!(app.source_urls(&id).await, [provider_url]);
-    assert_eq!(credits(&app, &user).await["balance"], 1000 - KLING_COST);
+    assert_eq!(app.balance(&user).await, 1000 - KLING_COST);
     reconciled_by_gengatectl(&app).await;
 }
 
@@ -176,7 +167,7 @@ async fn a_forged_failure_webhook_refunds_nothing() {
     assert!(ignored.starts_with("the webhook said failed, the provider says "), "{recorded}");
     assert_eq!(generation["status"], "submitted");
     assert_eq!(generation["charged"], SORA_COST, "the reservation stands");
-    assert_eq!(credits(&app, &user).await["balance"], 1000 - SORA_COST);
+    assert_eq!(app.balance(&user).await, 1000 - SORA_COST);
     reconciled_by_gengatectl(&app).await;
 }
 
@@ -313,7 +304,7 @@ async fn input_images_cannot_point_inside_a_network() {
     let count: i64 =
         sqlx::query_scalar("SELECT count(*) FROM generations").fetch_one(&app.pool).await.unwrap();
     assert_eq!(count, 0);
-    assert_eq!(credits(&app, &user).await["balance"], 1000);
+    assert_eq!(app.balance(&user).await, 1000);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -371,7 +362,7 @@ async fn two_hundred_parallel_postpaid_submits_promise_no_more_than_the_balance(
         assert_eq!(body["available"], 0, "{body}");
     }
     app = Arc::try_unwrap(app_ref).expect("submits are done");
-    let held = credits(&app, &user).await;
+    let held = app.credits_view(&user).await;
     assert_eq!(held["balance"], AFFORDABLE * POSTPAID_COST, "nothing is charged yet");
     assert_eq!(held["held"], AFFORDABLE * POSTPAID_COST);
     assert_eq!(held["available"], 0);
@@ -394,7 +385,7 @@ async fn two_hundred_parallel_postpaid_submits_promise_no_more_than_the_balance(
             assert_eq!(view["charged"], 0);
         }
     }
-    let after = credits(&app, &user).await;
+    let after = app.credits_view(&user).await;
     assert_eq!(after["balance"], (AFFORDABLE - succeeded) * POSTPAID_COST);
     assert_eq!(after["held"], 0);
     assert_eq!(after["debt"], 0, "no postpaid success ended in debt");
@@ -447,7 +438,7 @@ async fn control_characters_in_request_strings_are_refused_before_the_database()
     let count: i64 =
         sqlx::query_scalar("SELECT count(*) FROM generations").fetch_one(&app.pool).await.unwrap();
     assert_eq!(count, 0);
-    assert_eq!(credits(&app, &user).await["balance"], 1000);
+    assert_eq!(app.balance(&user).await, 1000);
 }
 
 #[tokio::test]
@@ -463,7 +454,7 @@ async fn a_providers_failure_text_with_control_characters_is_stored_clean() {
     assert_eq!(failure["detail"]["message"], outside_text(DIRTY_FAILURE_MESSAGE));
     let dead: i64 = app.ctl_json(&["dlq", "stats", "--json"]).await["total"].as_i64().unwrap_or(0);
     assert_eq!(dead, 0, "nothing dead-lettered");
-    assert_eq!(credits(&app, &user).await["balance"], 1000);
+    assert_eq!(app.balance(&user).await, 1000);
     reconciled_by_gengatectl(&app).await;
 }
 

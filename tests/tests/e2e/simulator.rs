@@ -12,7 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine;
 use gengate_sim::{Outcome, SimConfig, SimHandle, Simulator};
+use gengate_tests::harness::clock::unix_now;
 use gengate_tests::harness::eventually;
+use gengate_tests::harness::loopback::serve;
 use hmac::Mac;
 use serde_json::{Value, json};
 
@@ -176,10 +178,7 @@ impl Receiver {
         let inbox = Arc::new(Inbox::default());
         inbox.refusals.lock().unwrap().extend(statuses);
         let app = Router::new().route("/{*path}", post(receive)).with_state(inbox.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { base, inbox }
+        Self { base: serve(app).await, inbox }
     }
 
     fn url(&self, path: &str) -> String {
@@ -233,10 +232,6 @@ async fn receive(
 /// The task object of a Kling callback, whether bare or wrapped in `{code, data}`.
 fn kling_object(body: &Value) -> &Value {
     if body.get("data").is_some() { &body["data"] } else { body }
-}
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 #[tokio::test]

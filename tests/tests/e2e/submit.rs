@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use gengate_shared::ledger;
 use gengate_shared::queue::WorkQueue;
 use gengate_tests::harness::eventually;
 use gengate_tests::{TestApp, TestUser};
@@ -38,11 +37,6 @@ async fn jobs_by_generation(app: &TestApp, expected: usize) -> HashMap<String, u
         *counts.entry(message["generation_id"].as_str().unwrap().to_owned()).or_default() += 1;
     }
     counts
-}
-
-async fn balance(app: &TestApp, user: &TestUser) -> i64 {
-    let credits: Value = app.user_get(user, "/v1/credits").await.json().await.unwrap();
-    credits["balance"].as_i64().unwrap()
 }
 
 async fn count(app: &TestApp, table: &str) -> i64 {
@@ -106,7 +100,7 @@ async fn accepted_jobs_are_priced_charged_and_queued() {
         spent += cost;
         ids.push(generation["id"].as_str().unwrap().to_owned());
     }
-    assert_eq!(balance(&app, &user).await, 10_000 - spent);
+    assert_eq!(app.balance(&user).await, 10_000 - spent);
 
     let queued = jobs_by_generation(&app, ids.len()).await;
     for id in &ids {
@@ -118,7 +112,7 @@ async fn accepted_jobs_are_priced_charged_and_queued() {
     assert_eq!(fetched["params"]["prompt"], "a cat");
     assert_eq!(fetched["params"]["duration"], 5);
     assert_eq!(fetched["billing"], "prepaid");
-    assert!(ledger::reconcile(&app.pool, None).await.unwrap().is_clean());
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -221,7 +215,7 @@ async fn each_invalid_request_names_its_field_and_changes_nothing() {
     for table in ["generations", "outbox", "generation_events"] {
         assert_eq!(count(&app, table).await, 0, "{table}");
     }
-    assert_eq!(balance(&app, &user).await, 1000);
+    assert_eq!(app.balance(&user).await, 1000);
 }
 
 #[tokio::test]
@@ -267,7 +261,7 @@ async fn insufficient_credits_answer_402_with_balance_and_cost_and_queue_nothing
         assert_eq!(count(&app, table).await, 0, "{table}");
     }
     assert!(app.broker.drain(&app.broker.topology().queue(WorkQueue::Jobs)).await.is_empty());
-    assert_eq!(balance(&app, &user).await, 100);
+    assert_eq!(app.balance(&user).await, 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -297,7 +291,7 @@ async fn fifty_concurrent_submits_with_one_idempotency_key_make_one_generation()
     assert_eq!(replayed, 49, "all but the first are replays");
     assert!(bodies.iter().all(|b| *b == bodies[0]), "50 identical bodies");
     assert_eq!(count(&app, "generations").await, 1);
-    assert_eq!(balance(&app, &user).await, 1000 - 24);
+    assert_eq!(app.balance(&user).await, 1000 - 24);
     assert_eq!(jobs_by_generation(&app, 1).await.values().sum::<usize>(), 1);
 
     // Spelled-out defaults are the same request; a different request is a conflict.
@@ -369,10 +363,9 @@ async fn two_hundred_concurrent_submits_against_credits_for_forty_accept_exactly
         }
     }
     assert_eq!(accepted.len(), 40);
-    assert_eq!(balance(&app, &user).await, 0);
+    assert_eq!(app.balance(&user).await, 0);
     assert_eq!(count(&app, "generations").await, 40);
-    let report = ledger::reconcile(&app.pool, None).await.unwrap();
-    assert!(report.is_clean(), "{:?}", report.mismatches);
+    app.assert_reconciled().await;
     let queued = jobs_by_generation(&app, 40).await;
     assert!(accepted.iter().all(|id| queued.get(id) == Some(&1)));
 }
@@ -427,7 +420,7 @@ async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
         .await
         .unwrap();
     let id = generation["id"].as_str().unwrap();
-    assert_eq!(balance(&app, &user).await, 76);
+    assert_eq!(app.balance(&user).await, 76);
 
     let path = format!("/v1/generations/{id}/cancel");
     let theirs = app.user_post(&stranger, &path, &json!({})).await;
@@ -440,7 +433,7 @@ async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
     assert_eq!(canceled["status"], "canceled");
     assert_eq!(canceled["charged"], 0);
     assert!(canceled["completed_at"].is_string());
-    assert_eq!(balance(&app, &user).await, 100);
+    assert_eq!(app.balance(&user).await, 100);
 
     let again = app.user_post(&user, &path, &json!({})).await;
     assert_eq!(again.status(), 409);
@@ -451,7 +444,7 @@ async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
     assert_eq!(problem["generation_status"], "canceled");
     let raw = again_text(&app, &user, &path).await;
     assert_eq!(raw.matches("\"status\"").count(), 1, "one `status` member: {raw}");
-    assert_eq!(balance(&app, &user).await, 100, "refunded once");
+    assert_eq!(app.balance(&user).await, 100, "refunded once");
 
     // The cancel is queued for the workers (to cancel upstream), and the audit log has it all.
     let events = app.broker.topology().queue(WorkQueue::Events);
@@ -461,8 +454,7 @@ async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
     .await;
     assert_eq!(cancel_event["kind"], "event.canceled");
     assert_eq!(cancel_event["generation_id"], id);
-    let admin: Value =
-        app.admin_get(&format!("/admin/generations/{id}")).await.json().await.unwrap();
+    let admin = app.admin_generation(id).await;
     let causes: Vec<&str> =
         admin["events"].as_array().unwrap().iter().map(|e| e["cause"].as_str().unwrap()).collect();
     assert_eq!(causes, ["submit", "cancel"], "the refused second cancel changed nothing");
@@ -471,7 +463,7 @@ async fn cancel_refunds_a_queued_job_once_and_only_for_its_owner() {
     let ledger_rows = admin["ledger"].as_array().unwrap();
     assert_eq!(ledger_rows.len(), 1);
     assert_eq!(ledger_rows[0]["voided_reason"], "canceled");
-    assert!(ledger::reconcile(&app.pool, None).await.unwrap().is_clean());
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -491,7 +483,7 @@ async fn an_explicit_null_is_a_missing_field_and_every_refusal_names_its_field()
         assert!(errors.iter().any(|e| e["field"] == field), "{body}: {problem}");
     }
     assert_eq!(count(&app, "generations").await, 0);
-    assert_eq!(balance(&app, &user).await, 1000, "nothing charged");
+    assert_eq!(app.balance(&user).await, 1000, "nothing charged");
     // Null optional fields take their defaults.
     let body = json!({"model": "sora-2", "mode": "text2video", "prompt": "a cat", "duration": null,
                       "negative_prompt": null, "metadata": null});
@@ -520,7 +512,7 @@ async fn the_in_flight_limit_and_the_rate_limit_answer_429() {
     assert_eq!(problem["code"], "too_many_in_flight");
     assert_eq!(problem["limit"], 2);
     assert_eq!(count(&app, "generations").await, 2);
-    assert_eq!(balance(&app, &user).await, 1000 - 48, "the refused job was not charged");
+    assert_eq!(app.balance(&user).await, 1000 - 48, "the refused job was not charged");
 
     // 4 requests used (3 submits, 1 balance); 2 more fit the burst of 6, then the key must slow down.
     for _ in 0..2 {
