@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use gengate_shared::ledger;
 use gengate_tests::{TestApp, TestUser};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -46,11 +45,6 @@ async fn user(app: &TestApp, credits: i64, max_in_flight: Option<i32>) -> TestUs
         assert_eq!(grant.status(), 201);
     }
     TestUser { id, key: key["key"].as_str().unwrap().to_owned() }
-}
-
-async fn balance(app: &TestApp, user: &TestUser) -> i64 {
-    let credits: Value = app.user_get(user, "/v1/credits").await.json().await.unwrap();
-    credits["balance"].as_i64().unwrap()
 }
 
 /// `(batches, submits)` the API has written, from `gengate_submit_batch_size` on its metrics.
@@ -195,13 +189,12 @@ async fn a_mixed_batch_answers_each_submit_as_if_it_were_alone() {
         sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&app.pool).await.unwrap();
     assert_eq!(usize::try_from(messages).unwrap(), created.len(), "one job message per job");
 
-    assert_eq!(balance(&app, &rich).await, COST * (1000 - 60));
-    assert_eq!(balance(&app, &poor).await, 0);
-    assert_eq!(balance(&app, &broke).await, 0);
-    assert_eq!(balance(&app, &limited).await, COST * (1000 - 3));
-    assert_eq!(balance(&app, &keyed).await, COST * (1000 - 2));
-    let report = ledger::reconcile(&app.pool, None).await.unwrap();
-    assert!(report.is_clean(), "{:?}", report.mismatches);
+    assert_eq!(app.balance(&rich).await, COST * (1000 - 60));
+    assert_eq!(app.balance(&poor).await, 0);
+    assert_eq!(app.balance(&broke).await, 0);
+    assert_eq!(app.balance(&limited).await, COST * (1000 - 3));
+    assert_eq!(app.balance(&keyed).await, COST * (1000 - 2));
+    app.assert_reconciled().await;
 }
 
 #[tokio::test]
@@ -329,6 +322,5 @@ async fn an_api_killed_mid_batch_loses_no_accepted_job_and_acknowledges_none_tha
     let total: i64 =
         sqlx::query_scalar("SELECT count(*) FROM generations").fetch_one(&app.pool).await.unwrap();
     assert_eq!(usize::try_from(total).unwrap(), ids.len(), "no job beyond the keys' own");
-    let report = ledger::reconcile(&app.pool, None).await.unwrap();
-    assert!(report.is_clean(), "{:?}", report.mismatches);
+    app.assert_reconciled().await;
 }

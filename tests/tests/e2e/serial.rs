@@ -51,6 +51,5 @@ async fn serial_workers_and_the_api_carry_on_after_rabbitmq_restarts() {
     for id in during.iter().chain(&after) {
         app.wait_for_status(&user, id, "completed", WAIT).await;
     }
-    let report = gengate_shared::ledger::reconcile(&app.pool, None).await.unwrap();
-    assert!(report.is_clean(), "{:?}", report.mismatches);
+    app.assert_reconciled().await;
 }
