@@ -7,8 +7,8 @@
 //! largest cost of a submit, and a batch pays it once. Each submit of a batch still happens
 //! entirely or not at all, in a savepoint of its own.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -115,21 +115,9 @@ pub async fn submit(
         }
     }
 
-    let id = GenerationId::new();
-    let (_token, token_hash, key_version) = keys.issue(id);
+    let row = NewRow::of(request, keys);
+    let id = row.id;
     let model = &submission.model;
-    let mut params = serde_json::to_value(&submission.params).expect("params serialize");
-    params["metadata"] = submission.metadata.clone();
-    if let Some(negative) = &submission.client_negative_prompt {
-        params["client_negative_prompt"] = negative.as_str().into();
-    }
-    // The adapter options in force when the job was accepted (and priced) travel with it.
-    params["provider_options"] = serde_json::to_value(&model.options).expect("options serialize");
-    // What the provider is expected to report using, for settling at reported usage.
-    if let Some(units) = model.expected_units(submission.params.duration) {
-        params["expected_units"] = units.into();
-    }
-    let deadline = Duration::as_secs_f64(&model.deadline);
     let inserted = sqlx::query(
         "INSERT INTO generations
              (id, user_id, api_key_id, status, type, sub_type, model, mode, provider, provider_model,
@@ -148,14 +136,14 @@ pub async fn submit(
     .bind(model.provider.as_str())
     .bind(&model.provider_model)
     .bind(model.billing.as_str())
-    .bind(&params)
+    .bind(&row.params)
     .bind(submission.cost)
     .bind(&submission.catalogue_version)
-    .bind(token_hash.as_slice())
-    .bind(key_version)
+    .bind(row.token_hash.as_slice())
+    .bind(row.key_version)
     .bind(request.idempotency_key.as_deref())
     .bind(submission.request_hash.as_slice())
-    .bind(deadline)
+    .bind(row.deadline_secs)
     .execute(&mut **tx)
     .await;
     if let Err(sqlx::Error::Database(err)) = &inserted
@@ -176,7 +164,7 @@ pub async fn submit(
     // locked the user row above, so concurrent submits of this user count one at a time; a
     // refusal rolls the whole transaction back, these inserts included.
     let envelope = Envelope::of(id, &payloads::SubmitJob {});
-    let detail = json!({"cost": submission.cost, "price_version": submission.catalogue_version});
+    let detail = submit_detail(submission);
     let sql = format!(
         "WITH event AS (
              INSERT INTO generation_events (generation_id, from_status, to_status, cause, detail)
@@ -215,6 +203,44 @@ pub async fn submit(
     Ok(SubmitOutcome::Created(accepted.view.into_view(false)))
 }
 
+/// The parts of a new generation's row that are made, not copied from the request.
+struct NewRow {
+    id: GenerationId,
+    token_hash: [u8; 32],
+    key_version: i16,
+    /// What the provider receives, plus what the worker needs of the submit (metadata, the
+    /// client's own negative prompt, the adapter options and expected usage in force).
+    params: serde_json::Value,
+    deadline_secs: f64,
+}
+
+impl NewRow {
+    fn of(request: &SubmitRequest, keys: &CallbackKeys) -> Self {
+        let id = GenerationId::new();
+        let (_token, token_hash, key_version) = keys.issue(id);
+        let submission = &request.submission;
+        let model = &submission.model;
+        let mut params = serde_json::to_value(&submission.params).expect("params serialize");
+        params["metadata"] = submission.metadata.clone();
+        if let Some(negative) = &submission.client_negative_prompt {
+            params["client_negative_prompt"] = negative.as_str().into();
+        }
+        // The adapter options in force when the job was accepted (and priced) travel with it.
+        params["provider_options"] =
+            serde_json::to_value(&model.options).expect("options serialize");
+        // What the provider is expected to report using, for settling at reported usage.
+        if let Some(units) = model.expected_units(submission.params.duration) {
+            params["expected_units"] = units.into();
+        }
+        Self { id, token_hash, key_version, params, deadline_secs: model.deadline.as_secs_f64() }
+    }
+}
+
+/// The submit's audit row detail.
+fn submit_detail(submission: &Submission) -> serde_json::Value {
+    json!({"cost": submission.cost, "price_version": submission.catalogue_version})
+}
+
 /// How many times one submit of a batch runs again after a deadlock, a serialization failure or a
 /// lost idempotency-key race (which then replays the winner) before it is answered with the error.
 const BATCH_ITEM_ATTEMPTS: u32 = 4;
@@ -245,6 +271,261 @@ pub async fn submit_batch(
         .bind(&users)
         .execute(&mut **tx)
         .await?;
+    // Most batches are planned and written at once; what that path cannot take (a key used
+    // before, a user with debt) or a failed statement sends the batch one by one. The savepoint
+    // undoes whatever the first attempt wrote.
+    sqlx::raw_sql("SAVEPOINT batch").execute(&mut **tx).await?;
+    match submit_at_once(tx, requests, &users, keys).await {
+        Ok(Some(results)) => {
+            sqlx::raw_sql("RELEASE SAVEPOINT batch").execute(&mut **tx).await?;
+            metrics::counter!("gengate_submit_batches_total", "path" => "at_once").increment(1);
+            return Ok(results);
+        }
+        Ok(None) => {}
+        Err(err) => tracing::info!(error = %err, "a batch of submits is written one by one"),
+    }
+    sqlx::raw_sql("ROLLBACK TO SAVEPOINT batch; RELEASE SAVEPOINT batch")
+        .execute(&mut **tx)
+        .await?;
+    metrics::counter!("gengate_submit_batches_total", "path" => "one_by_one").increment(1);
+    submit_one_by_one(tx, requests, keys).await
+}
+
+/// What became of one submit of a batch planned at once.
+enum Planned {
+    /// Accepted: the `n`th new row.
+    Created(usize),
+    /// The same key and request as the `n`th new row, earlier in the batch.
+    Replayed(usize),
+    /// Refused.
+    Refused(SubmitError),
+}
+
+/// Plans the whole batch from one read of its users' credits, holds and jobs in flight, by the
+/// rules [`submit`] applies one at a time, and writes it with a statement per table. `None`
+/// (nothing written) where the batch needs [`submit`] itself: an idempotency key used before
+/// this batch (its answer is the stored generation), a user with debt, or an unknown user.
+async fn submit_at_once(
+    tx: &mut Tx,
+    requests: &[SubmitRequest],
+    users: &[UserId],
+    keys: &CallbackKeys,
+) -> Result<Option<Vec<Result<SubmitOutcome, SubmitError>>>, SubmitError> {
+    let default_limit = requests.first().map_or(0, |r| r.default_max_in_flight);
+    if requests.iter().any(|r| r.default_max_in_flight != default_limit) {
+        return Ok(None);
+    }
+    let (key_users, key_names): (Vec<UserId>, Vec<&str>) =
+        requests.iter().filter_map(|r| Some((r.user_id, r.idempotency_key.as_deref()?))).unzip();
+    if !key_names.is_empty() {
+        let used: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM generations g
+                            JOIN UNNEST($1::uuid[], $2::text[]) AS k(user_id, key)
+                              ON g.user_id = k.user_id AND g.idempotency_key = k.key)",
+        )
+        .bind(&key_users)
+        .bind(&key_names)
+        .fetch_one(&mut **tx)
+        .await?;
+        if used {
+            return Ok(None);
+        }
+    }
+    let Some(mut book) = ledger::SubmitBook::load(tx, users).await? else {
+        return Ok(None);
+    };
+    let counts: Vec<(UserId, i32, i64)> = sqlx::query_as(
+        "SELECT u.id, COALESCE(u.max_in_flight, $2),
+                (SELECT count(*) FROM generations f WHERE f.user_id = u.id AND f.status = ANY($3))
+         FROM users u WHERE u.id = ANY($1)",
+    )
+    .bind(users)
+    .bind(default_limit)
+    .bind(&GenerationStatus::IN_FLIGHT[..])
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut in_flight: BTreeMap<UserId, (i32, i64)> =
+        counts.into_iter().map(|(user, limit, count)| (user, (limit, count))).collect();
+
+    let mut rows: Vec<(&SubmitRequest, NewRow)> = Vec::new();
+    let mut claimed: BTreeMap<(UserId, &str), usize> = BTreeMap::new();
+    let mut planned = Vec::with_capacity(requests.len());
+    for request in requests {
+        let submission = &request.submission;
+        let key = request.idempotency_key.as_deref();
+        if let Some(&earlier) = key.and_then(|k| claimed.get(&(request.user_id, k))) {
+            let same = rows[earlier].0.submission.request_hash == submission.request_hash;
+            planned.push(if same {
+                Planned::Replayed(earlier)
+            } else {
+                Planned::Refused(SubmitError::IdempotencyConflict)
+            });
+            continue;
+        }
+        // The checks in the order `submit` makes them: credits, then jobs in flight.
+        if let Err(err) = book.covers(request.user_id, submission.cost) {
+            planned.push(Planned::Refused(err.into()));
+            continue;
+        }
+        let Some((limit, count)) = in_flight.get_mut(&request.user_id) else {
+            return Ok(None);
+        };
+        if *count >= i64::from(*limit) {
+            planned.push(Planned::Refused(SubmitError::TooManyInFlight {
+                limit: *limit,
+                in_flight: *count,
+            }));
+            continue;
+        }
+        *count += 1;
+        let row = NewRow::of(request, keys);
+        let generation = LedgerGeneration {
+            id: row.id,
+            user_id: request.user_id,
+            media: submission.model.media,
+        };
+        match submission.model.billing {
+            Billing::Prepaid => book.reserve(generation, submission.cost)?,
+            Billing::Postpaid => book.hold(generation, submission.cost)?,
+        }
+        if let Some(key) = key {
+            claimed.insert((request.user_id, key), rows.len());
+        }
+        planned.push(Planned::Created(rows.len()));
+        rows.push((request, row));
+    }
+
+    let views = if rows.is_empty() {
+        BTreeMap::new()
+    } else {
+        insert_rows(tx, &rows).await?;
+        book.write(tx).await?;
+        queue_jobs(tx, &rows).await?;
+        let ids: Vec<GenerationId> = rows.iter().map(|(_, row)| row.id).collect();
+        let sql = format!("SELECT {VIEW_COLUMNS} FROM generations g WHERE g.id = ANY($1)");
+        let found: Vec<ViewRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(&ids).fetch_all(&mut **tx).await?;
+        found.into_iter().map(|row| row.into_view(false)).map(|v| (v.id, v)).collect()
+    };
+    for (request, _) in &rows {
+        let model = request.submission.model.name.clone();
+        metrics::counter!("gengate_generations_submitted_total", "model" => model).increment(1);
+    }
+    let view_of = |n: usize| {
+        views.get(&rows[n].1.id).cloned().ok_or_else(|| {
+            SubmitError::Database(sqlx::Error::Protocol(
+                "a new generation was not read back".into(),
+            ))
+        })
+    };
+    let mut results = Vec::with_capacity(planned.len());
+    for plan in planned {
+        results.push(match plan {
+            Planned::Created(n) => Ok(SubmitOutcome::Created(view_of(n)?)),
+            Planned::Replayed(n) => Ok(SubmitOutcome::Replayed(as_accepted(view_of(n)?))),
+            Planned::Refused(err) => Err(err),
+        });
+    }
+    Ok(Some(results))
+}
+
+/// Inserts a batch's new generations, `queued`, in one statement.
+async fn insert_rows(tx: &mut Tx, rows: &[(&SubmitRequest, NewRow)]) -> Result<(), sqlx::Error> {
+    let column = |f: &dyn Fn(&SubmitRequest, &NewRow) -> String| -> Vec<String> {
+        rows.iter().map(|(r, row)| f(r, row)).collect()
+    };
+    let ids: Vec<GenerationId> = rows.iter().map(|(_, row)| row.id).collect();
+    let users: Vec<UserId> = rows.iter().map(|(r, _)| r.user_id).collect();
+    let api_keys: Vec<Option<ApiKeyId>> = rows.iter().map(|(r, _)| r.api_key_id).collect();
+    let sub_types: Vec<Option<String>> =
+        rows.iter().map(|(r, _)| r.submission.params.sub_type.clone()).collect();
+    let params: Vec<&serde_json::Value> = rows.iter().map(|(_, row)| &row.params).collect();
+    let costs: Vec<i64> = rows.iter().map(|(r, _)| r.submission.cost).collect();
+    let token_hashes: Vec<&[u8]> = rows.iter().map(|(_, row)| &row.token_hash[..]).collect();
+    let key_versions: Vec<i16> = rows.iter().map(|(_, row)| row.key_version).collect();
+    let idempotency_keys: Vec<Option<&str>> =
+        rows.iter().map(|(r, _)| r.idempotency_key.as_deref()).collect();
+    let request_hashes: Vec<&[u8]> =
+        rows.iter().map(|(r, _)| &r.submission.request_hash[..]).collect();
+    let deadlines: Vec<f64> = rows.iter().map(|(_, row)| row.deadline_secs).collect();
+    sqlx::query(
+        "INSERT INTO generations
+             (id, user_id, api_key_id, status, type, sub_type, model, mode, provider, provider_model,
+              billing, params, cost, price_version, webhook_token_hash, webhook_key_version,
+              idempotency_key, request_hash, deadline_at)
+         SELECT id, user_id, api_key_id, $4, type, sub_type, model, mode, provider, provider_model,
+                billing, params, cost, price_version, token_hash, key_version, idempotency_key,
+                request_hash, now() + make_interval(secs => deadline)
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[], $13::bigint[],
+                     $14::text[], $15::bytea[], $16::smallint[], $17::text[], $18::bytea[],
+                     $19::float8[])
+           AS r(id, user_id, api_key_id, type, sub_type, model, mode, provider, provider_model,
+                billing, params, cost, price_version, token_hash, key_version, idempotency_key,
+                request_hash, deadline)",
+    )
+    .bind(&ids)
+    .bind(&users)
+    .bind(&api_keys)
+    .bind(GenerationStatus::Queued.as_str())
+    .bind(column(&|r, _| r.submission.model.media.as_str().to_owned()))
+    .bind(&sub_types)
+    .bind(column(&|r, _| r.submission.model.name.clone()))
+    .bind(column(&|r, _| r.submission.mode.as_str().to_owned()))
+    .bind(column(&|r, _| r.submission.model.provider.as_str().to_owned()))
+    .bind(column(&|r, _| r.submission.model.provider_model.clone()))
+    .bind(column(&|r, _| r.submission.model.billing.as_str().to_owned()))
+    .bind(&params)
+    .bind(&costs)
+    .bind(column(&|r, _| r.submission.catalogue_version.clone()))
+    .bind(&token_hashes)
+    .bind(&key_versions)
+    .bind(&idempotency_keys)
+    .bind(&request_hashes)
+    .bind(&deadlines)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes a batch's submit audit rows and job messages (the outbox), a statement for both.
+async fn queue_jobs(tx: &mut Tx, rows: &[(&SubmitRequest, NewRow)]) -> Result<(), sqlx::Error> {
+    let ids: Vec<GenerationId> = rows.iter().map(|(_, row)| row.id).collect();
+    let details: Vec<serde_json::Value> =
+        rows.iter().map(|(r, _)| submit_detail(&r.submission)).collect();
+    let envelopes: Vec<Envelope> =
+        ids.iter().map(|id| Envelope::of(*id, &payloads::SubmitJob {})).collect();
+    let message_ids: Vec<uuid::Uuid> = envelopes.iter().map(|e| e.message_id).collect();
+    let routing_keys: Vec<&str> = envelopes.iter().map(|e| e.kind.routing_key()).collect();
+    let bodies: Vec<serde_json::Value> = envelopes
+        .iter()
+        .map(|e| serde_json::to_value(e).expect("an envelope always serializes"))
+        .collect();
+    sqlx::query(
+        "WITH event AS (
+             INSERT INTO generation_events (generation_id, from_status, to_status, cause, detail)
+             SELECT id, NULL, $2, 'submit', detail FROM UNNEST($1::uuid[], $3::jsonb[]) AS e(id, detail))
+         INSERT INTO outbox (message_id, routing_key, body)
+         SELECT * FROM UNNEST($4::uuid[], $5::text[], $6::jsonb[])",
+    )
+    .bind(&ids)
+    .bind(GenerationStatus::Queued.as_str())
+    .bind(&details)
+    .bind(&message_ids)
+    .bind(&routing_keys)
+    .bind(&bodies)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Each submit of the batch in a savepoint of its own, run again after a deadlock, a
+/// serialization failure or a lost idempotency-key race.
+async fn submit_one_by_one(
+    tx: &mut Tx,
+    requests: &[SubmitRequest],
+    keys: &CallbackKeys,
+) -> Result<Vec<Result<SubmitOutcome, SubmitError>>, sqlx::Error> {
     let mut results = Vec::with_capacity(requests.len());
     for request in requests {
         let mut attempts = 0;

@@ -24,11 +24,13 @@
 //! paying debt out of a grant adds a negative `debt_settlement` entry. Hence, for every grant,
 //! `remaining = sum of its non-voided entries`, which [`reconcile`] checks.
 
+mod batch;
 mod grants;
 mod queries;
 mod reconcile;
 mod settlement;
 
+pub use batch::SubmitBook;
 pub use grants::{GrantOutcome, GrantSource, MAX_GRANT, NewGrant, grant};
 pub use queries::{
     Balance, EntryView, GrantView, SummaryLine, TimelinePage, TimelineQuery, balance,

@@ -41,22 +41,24 @@ pub(super) async fn lock_user(tx: &mut Tx, user_id: UserId) -> Result<i64, Ledge
         .ok_or(LedgerError::UnknownUser)
 }
 
+/// Which grants can be drawn from now: effective, unexpired, with credits left.
+pub(super) const USABLE_GRANT: &str =
+    "remaining > 0 AND effective_at <= now() AND (expires_at IS NULL OR expires_at > now())";
+
+/// The order a user's grants are drawn in: priority, soonest expiry (none last), oldest.
+pub(super) const CONSUMPTION_ORDER: &str = "priority, expires_at NULLS LAST, created_at, id";
+
 /// The user's usable grants (effective, unexpired, with credits left) in consumption order, locked.
 async fn usable_grants(tx: &mut Tx, user_id: UserId) -> Result<Vec<(GrantId, i64)>, LedgerError> {
-    Ok(sqlx::query_as(
-        "SELECT id, remaining FROM credit_grants
-         WHERE user_id = $1 AND remaining > 0
-           AND effective_at <= now() AND (expires_at IS NULL OR expires_at > now())
-         ORDER BY priority, expires_at NULLS LAST, created_at, id
-         FOR NO KEY UPDATE",
-    )
-    .bind(user_id)
-    .fetch_all(&mut **tx)
-    .await?)
+    let sql = format!(
+        "SELECT id, remaining FROM credit_grants WHERE user_id = $1 AND {USABLE_GRANT}
+         ORDER BY {CONSUMPTION_ORDER} FOR NO KEY UPDATE"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(&mut **tx).await?)
 }
 
 /// Splits `amount` across `grants` in their order: how much to take from each.
-fn plan_draw(grants: &[(GrantId, i64)], amount: i64) -> Vec<(GrantId, i64)> {
+pub(super) fn plan_draw(grants: &[(GrantId, i64)], amount: i64) -> Vec<(GrantId, i64)> {
     let mut left = amount;
     let mut plan = Vec::new();
     for (grant_id, remaining) in grants {

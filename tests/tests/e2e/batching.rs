@@ -47,17 +47,37 @@ async fn user(app: &TestApp, credits: i64, max_in_flight: Option<i32>) -> TestUs
     TestUser { id, key: key["key"].as_str().unwrap().to_owned() }
 }
 
+/// The API's metrics, as text.
+async fn api_metrics(app: &TestApp) -> String {
+    let response = app.http.get(format!("{}/metrics", app.ops_url)).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
+/// The value of the metric line named `series` (name and labels, as rendered), 0 if absent.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 /// `(batches, submits)` the API has written, from `gengate_submit_batch_size` on its metrics.
 async fn batches_written(app: &TestApp) -> (u64, u64) {
-    let text = app.http.get(format!("{}/metrics", app.ops_url)).send().await.unwrap();
-    let text = text.text().await.unwrap();
-    let value = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (value("gengate_submit_batch_size_count"), value("gengate_submit_batch_size_sum"))
+    let text = api_metrics(app).await;
+    (
+        metric(&text, "gengate_submit_batch_size_count"),
+        metric(&text, "gengate_submit_batch_size_sum"),
+    )
+}
+
+/// Batches written at once (planned together, a statement per table) and one by one (a
+/// savepoint per submit).
+async fn batch_paths(app: &TestApp) -> (u64, u64) {
+    let text = api_metrics(app).await;
+    (
+        metric(&text, r#"gengate_submit_batches_total{path="at_once"}"#),
+        metric(&text, r#"gengate_submit_batches_total{path="one_by_one"}"#),
+    )
 }
 
 /// One request of the mix and what it was answered.
@@ -194,6 +214,34 @@ async fn a_mixed_batch_answers_each_submit_as_if_it_were_alone() {
     assert_eq!(app.balance(&broke).await, 0);
     assert_eq!(app.balance(&limited).await, COST * (1000 - 3));
     assert_eq!(app.balance(&keyed).await, COST * (1000 - 2));
+    app.assert_reconciled().await;
+    let (at_once, _) = batch_paths(&app).await;
+    assert!(at_once > 0, "no batch was written at once");
+
+    // A second wave: the keys again (now stored, so those batches go one by one), among new
+    // submits. Each key answers what it answered the first time.
+    let same_id = same[0].id.clone().unwrap();
+    let mut again = Vec::new();
+    for _ in 0..5 {
+        again.push(send(&app, "same", &keyed, job("same request"), Some("same-key")));
+    }
+    for i in 0..30 {
+        again.push(send(&app, "rich", &rich, job(&format!("rich again {i}")), None));
+    }
+    let again = join_all(again).await;
+    for answer in &again {
+        assert_eq!(answer.status, 202, "{answer:?}");
+        if answer.who == "same" {
+            assert_eq!(answer.id.as_deref(), Some(same_id.as_str()), "{answer:?}");
+            assert!(answer.replayed, "{answer:?}");
+        } else {
+            assert!(!answer.replayed, "{answer:?}");
+        }
+    }
+    assert_eq!(app.balance(&rich).await, COST * (1000 - 90));
+    assert_eq!(app.balance(&keyed).await, COST * (1000 - 2));
+    let (_, one_by_one) = batch_paths(&app).await;
+    assert!(one_by_one > 0, "no batch with a stored key went one by one");
     app.assert_reconciled().await;
 }
 
