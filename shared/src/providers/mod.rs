@@ -105,6 +105,18 @@ impl TaskState {
     pub fn has_ended(&self) -> bool {
         matches!(self, TaskState::Succeeded { .. } | TaskState::Failed { .. })
     }
+
+    /// `success`, `failed`, `running` …: how the audit log names a task's state (these are the
+    /// provider's task states, not a generation's statuses).
+    pub fn audit_name(&self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running { .. } => "running",
+            TaskState::Succeeded { .. } => "success",
+            TaskState::Failed { .. } => "failed",
+            TaskState::Unknown { .. } => "an undocumented status",
+        }
+    }
 }
 
 /// What a provider said about one task, from a callback or a query.

@@ -124,7 +124,7 @@ async fn confirm(
     audit: &mut Cause,
 ) -> Result<Confirmation, HandlerError> {
     let claimed = json!({
-        "claimed_state": state_name(&claim.state),
+        "claimed_state": claim.state.audit_name(),
         "claimed_task_id": claim.remote_task_id,
     });
     let Some(recorded) = job.remote_task_id.clone() else {
@@ -160,8 +160,8 @@ async fn confirm(
         }
         Ok(answer) => format!(
             "the webhook said {}, the provider says {}",
-            state_name(&claim.state),
-            state_name(&answer.state)
+            claim.state.audit_name(),
+            answer.state.audit_name()
         ),
         Err(ProviderError::Retryable { code, message, .. }) if let Some(delay) = retry => {
             let reason = format!("confirming query failed: {code} {message}");
@@ -188,17 +188,6 @@ async fn stop_and_record(
     audit.detail = Some(detail);
     record_only(ctx, job, audit).await?;
     Ok(Confirmation::Stop(Outcome::Done))
-}
-
-/// `success`, `failed`, `running` …: how the audit log names a state.
-fn state_name(state: &TaskState) -> &'static str {
-    match state {
-        TaskState::Queued => "queued",
-        TaskState::Running { .. } => "running",
-        TaskState::Succeeded { .. } => "success",
-        TaskState::Failed { .. } => "failed",
-        TaskState::Unknown { .. } => "an undocumented status",
-    }
 }
 
 /// Applies the provider's success: completes the job with its files, or fails it when the result
