@@ -68,6 +68,14 @@ async fn sweep_locked(ctx: &WorkerContext) -> anyhow::Result<Sweep> {
         ctx.broker.send(&Envelope::of(id, &payloads::PollTask { poll }), Route::Now).await?;
         sweep.polls += 1;
     }
+    // Submitted jobs that nothing polls (a broken poll chain): poll them again. The answer goes
+    // through the same transitions as any other, so a job that did settle meanwhile is left as
+    // it is.
+    for (id, poll) in polling::take_unpolled(&ctx.pool, LOST_AFTER, BATCH).await? {
+        tracing::warn!(generation_id = %id, "a submitted job was no longer polled; polling it again");
+        ctx.broker.send(&Envelope::of(id, &payloads::PollTask { poll }), Route::Now).await?;
+        sweep.polls += 1;
+    }
     // Queued jobs past their deadline never reached a provider: fail them (through the same event
     // handle-failure uses, so the failure path is one).
     for id in sweep::take_queued_past_deadline(&ctx.pool, LOST_AFTER, BATCH).await? {

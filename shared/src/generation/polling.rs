@@ -167,3 +167,32 @@ pub async fn take_overdue(
     .fetch_all(executor)
     .await
 }
+
+/// Submitted jobs that nothing polls any more: no poll scheduled, unchanged for `lost_after`, and
+/// not re-armed in the last `lost_after`; at most `limit`, oldest first. A submitted job is polled
+/// until it ends, so this is a broken poll chain (a poll stopped for a success whose event never
+/// settled the job, after a crash or an outage between the two). Each is marked due now; returns
+/// each with its poll number, so a poll sent for it cannot run twice.
+pub async fn take_unpolled(
+    executor: impl PgExecutor<'_>,
+    lost_after: Duration,
+    limit: i64,
+) -> Result<Vec<(GenerationId, i32)>, sqlx::Error> {
+    // The status is spelled in the statement (not bound) so that the planner can use the partial
+    // indexes on jobs in flight.
+    let submitted = GenerationStatus::Submitted.as_str();
+    let sql = format!(
+        "UPDATE generations SET next_poll_at = now(), swept_at = now()
+         WHERE id IN (SELECT id FROM generations
+                      WHERE status = '{submitted}' AND next_poll_at IS NULL
+                        AND updated_at < now() - make_interval(secs => $1)
+                        AND (swept_at IS NULL OR swept_at < now() - make_interval(secs => $1))
+                      ORDER BY updated_at LIMIT $2)
+         RETURNING id, polls"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(lost_after.as_secs_f64())
+        .bind(limit)
+        .fetch_all(executor)
+        .await
+}

@@ -161,6 +161,28 @@ async fn a_job_whose_poll_was_lost_is_found_by_the_sweeper() {
     app.assert_reconciled().await;
 }
 
+#[tokio::test]
+async fn a_submitted_job_whose_poll_chain_broke_is_polled_again_by_the_sweeper() {
+    let app = TestApp::builder().webhook_only().workers(1).spawn().await;
+    let user = app.create_user(1000).await;
+    let id = app.submit_ok(&user, &sora("orphaned [[sim:no-callback]]")).await;
+    app.wait_for_status(&user, &id, "submitted", WAIT).await;
+    // No poll scheduled any more, for a while, as when a poll stopped for a success whose event
+    // never settled the job. Its next poll message (a minute away) will find its number taken.
+    sqlx::query(
+        "UPDATE generations SET next_poll_at = NULL, polls = polls + 1,
+                updated_at = now() - interval '10 minutes' WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let done = app.wait_for_status(&user, &id, "completed", WAIT).await;
+    assert_eq!(done["charged"], SORA_COST);
+    app.assert_charged_once(&id, SORA_COST).await;
+    app.assert_reconciled().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_past_its_deadline_is_failed_once_however_often_the_sweeper_runs() {
     // No workers yet: nothing consumes, as when every worker is down or far behind.
