@@ -87,6 +87,45 @@ async fn consume(
         )
         .await?;
     tracing::info!(queue, "consuming");
+    let stopped = consume_deliveries(
+        ctx,
+        queue,
+        &channel,
+        &mut consumer,
+        &tag,
+        &mut replaced,
+        in_hand,
+        slots,
+        shutdown,
+    )
+    .await;
+    if stopped.is_err() {
+        // Close the channel, so that the broker stops delivering to this consumer and returns
+        // what it had sent it. Left open, a channel of a connection that lapin later recovers
+        // would get deliveries that nobody reads, unacknowledged for as long as it lives.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            channel.close(200, "consumer restarting".into()),
+        )
+        .await;
+    }
+    stopped
+}
+
+/// Takes deliveries off `consumer` until the shutdown (`Ok`) or until the connection is lost or
+/// replaced (`Err`).
+#[allow(clippy::too_many_arguments, reason = "the consumer's parts, split out of one function")]
+async fn consume_deliveries(
+    ctx: &Arc<WorkerContext>,
+    queue: &str,
+    channel: &lapin::Channel,
+    consumer: &mut lapin::Consumer,
+    tag: &str,
+    replaced: &mut tokio::sync::watch::Receiver<u64>,
+    in_hand: &TaskTracker,
+    slots: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Result<(), BrokerError> {
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => {
