@@ -8,6 +8,7 @@
 
 pub mod baseline;
 pub mod client;
+pub mod cpu;
 pub mod e2e;
 pub mod env_file;
 pub mod load;
