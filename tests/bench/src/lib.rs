@@ -7,6 +7,7 @@
 //! runs pgbench, [`rss`] watches memory, [`report`] writes the JSON document and the table.
 
 pub mod baseline;
+pub mod broker;
 pub mod client;
 pub mod cpu;
 pub mod e2e;

@@ -56,7 +56,11 @@ struct Args {
     /// The stack's PostgreSQL (overrides GENGATE__DATABASE__URL).
     #[arg(long)]
     database_url: Option<String>,
-    /// Where api.pid and worker*.pid are (default: the env file's directory).
+    /// The broker's Prometheus endpoint (plugin rabbitmq_prometheus), for the messages per job
+    /// (default: port 15692 of the host in GENGATE__AMQP__URL).
+    #[arg(long)]
+    broker_metrics_url: Option<String>,
+    /// Where api.pid, worker*.pid and sim.pid are (default: the env file's directory).
     #[arg(long)]
     pid_dir: Option<PathBuf>,
 }
@@ -108,6 +112,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             admin_token: args.admin_token,
             sim_url: args.sim_url,
             database_url: args.database_url,
+            broker_metrics_url: args.broker_metrics_url,
         },
     )?;
     let pid_dir = args.pid_dir.or_else(|| {
