@@ -9,6 +9,7 @@
 pub mod baseline;
 pub mod broker;
 pub mod client;
+pub mod cost;
 pub mod cpu;
 pub mod e2e;
 pub mod env_file;
