@@ -31,7 +31,7 @@ struct Args {
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Which scenario to run; `all` runs e2e, reads, then submit.
+    /// Which scenario to run; `all` runs e2e, reads, submit, hot-user, then one-client.
     #[arg(long, value_enum, default_value_t = Which::All)]
     scenario: Which,
     /// Skip the pgbench baseline.
@@ -70,6 +70,8 @@ enum Which {
     Submit,
     E2e,
     Reads,
+    HotUser,
+    OneClient,
     All,
 }
 
@@ -79,6 +81,8 @@ impl Which {
             Which::Submit => vec![Scenario::Submit],
             Which::E2e => vec![Scenario::E2e],
             Which::Reads => vec![Scenario::Reads],
+            Which::HotUser => vec![Scenario::HotUser],
+            Which::OneClient => vec![Scenario::OneClient],
             Which::All => Scenario::ALL.to_vec(),
         }
     }
