@@ -143,9 +143,27 @@ impl BrokerCounters {
     }
 
     /// Messages waiting in the queues, but for the dead-letter queue (which keeps what it gets).
-    pub fn waiting(&self) -> u64 {
-        self.depth.iter().filter(|(queue, _)| !queue.ends_with(".dlq")).map(|(_, n)| n).sum()
+    pub fn waiting(&self) -> Waiting {
+        let mut waiting = Waiting::default();
+        for (queue, n) in &self.depth {
+            if queue.contains(".delay.") {
+                waiting.delayed += n;
+            } else if !queue.ends_with(".dlq") {
+                waiting.work += n;
+            }
+        }
+        waiting
     }
+}
+
+/// Messages waiting in the stack's queues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// In the work queues (`jobs`, `events`, `poll`, `archive`): the workers take them as fast as
+    /// they can.
+    pub work: u64,
+    /// In the delay tiers (`delay.{ms}ms`): each comes out when its delay ends (up to minutes).
+    pub delayed: u64,
 }
 
 /// Messages published between two reads, by queue.
@@ -308,7 +326,7 @@ rabbitmq_detailed_queue_messages_published_total{channel="<0.1400.0>",queue_vhos
         assert_eq!(counters.published_total(), 3250);
         assert_eq!(counters.depth["gengate.jobs"], 5);
         // The dead-letter queue keeps what it gets: not waiting work.
-        assert_eq!(counters.waiting(), 7);
+        assert_eq!(counters.waiting(), Waiting { work: 5, delayed: 2 });
     }
 
     #[test]

@@ -23,12 +23,12 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::broker::{self, BrokerCounters, BrokerMetrics};
+use super::broker::{self, BrokerCounters, BrokerMetrics, Waiting};
 use super::cpu::{self, Group, GroupSample};
 
-/// How long the stack must have been idle (no job of the run in flight, no more waiting in its
-/// queues than before the run) before a window starts: longer than the 5 s between two reports
-/// of a quorum queue's depth.
+/// How long the stack must have been idle (no job of the run in flight, nothing in its work
+/// queues, no more in its delay tiers than before the run) before a window starts: longer than
+/// the 5 s between two reports of a quorum queue's depth.
 pub const SETTLE_QUIET: Duration = Duration::from_secs(6);
 /// How often [`Accounting::settle`] looks.
 const SETTLE_POLL: Duration = Duration::from_millis(500);
@@ -194,9 +194,11 @@ pub struct SettleReport {
     pub settled: bool,
     /// Jobs of this run still queued or submitted at the end (without a database: `null`).
     pub in_flight: Option<i64>,
-    /// Messages waiting in the stack's queues at the end, but for the dead-letter queue (without
-    /// the broker's metrics: `null`).
+    /// Messages waiting in the stack's work queues at the end (without the broker's metrics:
+    /// `null`).
     pub waiting_messages: Option<u64>,
+    /// Messages in its delay tiers at the end.
+    pub delayed_messages: Option<u64>,
 }
 
 /// Where the accounting's counters come from, as reported.
@@ -347,22 +349,22 @@ impl Accounting {
 
     /// Messages waiting in the stack's queues now (but the dead-letter queue); `None` without
     /// the broker's metrics.
-    pub async fn waiting(&self) -> Option<u64> {
+    pub async fn waiting(&self) -> Option<Waiting> {
         match &self.broker {
             Ok(metrics) => metrics.read().await.ok().map(|c| c.waiting()),
             Err(_) => None,
         }
     }
 
-    /// Waits until the stack has finished this run's earlier work — no job of `user_ids` queued
-    /// or submitted, no more messages waiting in the stack's queues (but the dead-letter queue)
-    /// than `backlog`, what waited there before the run — and has stayed so for
-    /// [`SETTLE_QUIET`]; at most `limit`.
+    /// Waits until the stack has finished the work in hand — no job of `user_ids` queued or
+    /// submitted, no message waiting in a work queue, and no more in the delay tiers than
+    /// `delayed_backlog` (what they held before the run: delayed messages can take minutes to come
+    /// out) — and has stayed so for [`SETTLE_QUIET`]; at most `limit`.
     pub async fn settle(
         &self,
         before: &'static str,
         user_ids: &[uuid::Uuid],
-        backlog: u64,
+        delayed_backlog: u64,
         limit: Duration,
         stop: &CancellationToken,
     ) -> SettleReport {
@@ -382,7 +384,8 @@ impl Accounting {
             };
             let waiting = self.waiting().await;
             let now = Instant::now();
-            if in_flight.unwrap_or(0) > 0 || waiting.unwrap_or(0) > backlog {
+            let (work, delayed) = waiting.map_or((0, 0), |w| (w.work, w.delayed));
+            if in_flight.unwrap_or(0) > 0 || work > 0 || delayed > delayed_backlog {
                 busy_at = now;
             }
             let settled = now.duration_since(busy_at) >= SETTLE_QUIET;
@@ -392,7 +395,8 @@ impl Accounting {
                     waited_s: now.duration_since(start).as_secs_f64(),
                     settled,
                     in_flight,
-                    waiting_messages: waiting,
+                    waiting_messages: waiting.map(|w| w.work),
+                    delayed_messages: waiting.map(|w| w.delayed),
                 };
             }
             tokio::select! {

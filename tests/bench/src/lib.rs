@@ -171,14 +171,17 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
         u.clients.iter().chain(&u.hot).filter_map(|u| u.id.parse().ok()).collect()
     });
 
-    // What waited in the stack's queues before this run (an earlier run's backlog) is worked off
-    // during the windows, and only what this run adds is waited for between them.
-    let backlog = accounting.waiting().await.unwrap_or(0);
-    if backlog > 0 {
+    // What waited in the stack's queues before this run (an earlier run's backlog): the work
+    // queues are waited for before the first scenario; the delay tiers, whose messages can take
+    // minutes to come out, are not, and only what this run adds to them is waited for.
+    let before = accounting.waiting().await.unwrap_or_default();
+    if before.work > 0 || before.delayed > 0 {
         report.warnings.push(format!(
-            "{backlog} messages were waiting in the stack's queues before the first scenario (an \
-             earlier run's backlog): the workers work them off during the windows, and that work \
-             is in the figures (see the idle line; `deploy/dev reset --yes` clears it)"
+            "an earlier run's backlog was in the stack's queues: {} messages in the work queues \
+             (waited for before the first scenario) and {} in the delay tiers (not waited for: \
+             whatever of them comes out during a window is worked off in it, and is in its figures; \
+             `deploy/dev reset --yes` clears them)",
+            before.work, before.delayed
         ));
     }
 
@@ -186,16 +189,18 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
         if stop.is_cancelled() {
             break;
         }
-        let settled =
-            accounting.settle(scenario.name(), &user_ids, backlog, SETTLE_LIMIT, &stop).await;
+        let settled = accounting
+            .settle(scenario.name(), &user_ids, before.delayed, SETTLE_LIMIT, &stop)
+            .await;
         if !settled.settled && !stop.is_cancelled() {
             report.warnings.push(format!(
                 "{}: the stack was still busy after {:.0} s ({} jobs of this run in flight, {} \
-                 messages waiting): its figures include that work",
+                 messages in the work queues, {} delayed): its figures include that work",
                 scenario.name(),
                 settled.waited_s,
                 settled.in_flight.map_or("?".to_owned(), |n| n.to_string()),
                 settled.waiting_messages.map_or("?".to_owned(), |n| n.to_string()),
+                settled.delayed_messages.map_or("?".to_owned(), |n| n.to_string()),
             ));
         }
         report.settle.push(settled);
