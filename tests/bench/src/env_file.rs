@@ -6,6 +6,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use super::broker::metrics_url_for;
+
 /// Parses the `KEY=VALUE` lines of an env file as a shell would `source` the simple ones:
 /// blank lines and `#` comments are skipped, an `export ` prefix is allowed, a value wrapped in
 /// matching single or double quotes loses them, and everything after the first `=` is the value.
@@ -50,6 +52,11 @@ pub struct Target {
     pub sim_url: Option<String>,
     /// PostgreSQL of the stack (`GENGATE__DATABASE__URL`), for seeding and the baseline.
     pub database_url: Option<String>,
+    /// The broker's Prometheus endpoint: `--broker-metrics-url`, else port 15692 of the host in
+    /// `GENGATE__AMQP__URL`.
+    pub broker_metrics_url: Option<String>,
+    /// The prefix of the stack's exchanges and queues (`GENGATE__AMQP__PREFIX`, else `gengate`).
+    pub queue_prefix: String,
 }
 
 // Tokens and the database password stay out of debug output.
@@ -58,6 +65,8 @@ impl std::fmt::Debug for Target {
         f.debug_struct("Target")
             .field("url", &self.url)
             .field("sim_url", &self.sim_url)
+            .field("broker_metrics_url", &self.broker_metrics_url)
+            .field("queue_prefix", &self.queue_prefix)
             .finish_non_exhaustive()
     }
 }
@@ -73,6 +82,8 @@ pub struct Overrides {
     pub sim_url: Option<String>,
     /// `--database-url`.
     pub database_url: Option<String>,
+    /// `--broker-metrics-url`.
+    pub broker_metrics_url: Option<String>,
 }
 
 impl std::fmt::Debug for Overrides {
@@ -100,6 +111,11 @@ impl Target {
                 .or_else(|| var("GENGATE_SIM_URL"))
                 .map(|u| u.trim_end_matches('/').to_owned()),
             database_url: overrides.database_url.or_else(|| var("GENGATE__DATABASE__URL")),
+            broker_metrics_url: overrides
+                .broker_metrics_url
+                .or_else(|| var("GENGATE__AMQP__URL").and_then(|u| metrics_url_for(&u)))
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            queue_prefix: var("GENGATE__AMQP__PREFIX").unwrap_or_else(|| "gengate".to_owned()),
         })
     }
 }
@@ -163,6 +179,19 @@ GENGATE__AMQP__URL=amqp://guest:guest@127.0.0.1:5672/%2f
         assert_eq!(target.admin_token, "abc123");
         assert_eq!(target.sim_url.as_deref(), Some("http://127.0.0.1:8099"));
         assert!(target.database_url.unwrap().starts_with("postgres://"));
+        assert_eq!(target.broker_metrics_url.as_deref(), Some("http://127.0.0.1:15692"));
+        assert_eq!(target.queue_prefix, "gengate");
+
+        let target = Target::resolve(
+            &parse(&format!("{DEV_ENV}GENGATE__AMQP__PREFIX=gg\n")),
+            Overrides {
+                broker_metrics_url: Some("http://broker.internal:15692/".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(target.broker_metrics_url.as_deref(), Some("http://broker.internal:15692"));
+        assert_eq!(target.queue_prefix, "gg");
 
         let error = Target::resolve(&parse("GENGATE_URL=http://x\n"), Overrides::default())
             .unwrap_err()

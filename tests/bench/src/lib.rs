@@ -1,13 +1,19 @@
 //! `gengate-bench`, the load generator: throughput and latency of a running gengate stack, with
-//! `pgbench` against the same PostgreSQL server as the yardstick and the memory of the API and
-//! worker processes alongside. See `docs/benchmarks.md`.
+//! `pgbench` against the same PostgreSQL server as the yardstick, what each job costs the machine
+//! (CPU time per process, PostgreSQL commits and WAL, broker messages), and the memory of the API
+//! and worker processes alongside. See `docs/benchmarks.md`.
 //!
-//! One module per scenario: [`submit`] (accepted submits per second), [`e2e`] (submit to
-//! completed), [`reads`] (balance and generation reads of a user with a long ledger); [`baseline`]
-//! runs pgbench, [`rss`] watches memory, [`report`] writes the JSON document and the table.
+//! One module per scenario: [`submit`] (accepted submits per second; also `hot-user` and
+//! `one-client`), [`e2e`] (submit to completed), [`reads`] (balance and generation reads of a user
+//! with a long ledger); [`baseline`] runs pgbench, [`cost`] reads the counters around each window
+//! (with [`cpu`] and [`broker`]), [`rss`] watches memory, [`report`] writes the JSON document and
+//! the tables.
 
 pub mod baseline;
+pub mod broker;
 pub mod client;
+pub mod cost;
+pub mod cpu;
 pub mod e2e;
 pub mod env_file;
 pub mod load;
@@ -19,6 +25,7 @@ pub mod setup;
 pub mod stats;
 pub mod submit;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,8 +35,15 @@ use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
 
 use self::client::Api;
+use self::cost::{Accounting, AccountingTarget, Snapshot};
 use self::env_file::Target;
 use self::report::{Report, ScenarioError};
+use self::setup::BenchUser;
+
+/// The longest wait for the stack to finish an earlier scenario's work before the next one.
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(180);
+/// How long the idle stack is measured, before the first scenario.
+pub const IDLE_WINDOW: Duration = Duration::from_secs(5);
 
 /// A scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,13 +54,19 @@ pub enum Scenario {
     E2e,
     /// Balance and generation reads.
     Reads,
+    /// Accepted submits per second, every client submitting as one user.
+    HotUser,
+    /// Accepted submits of one client alone: the latency floor.
+    OneClient,
 }
 
 impl Scenario {
-    /// Every scenario, in the order `all` runs them: `e2e` before `submit`, whose thousands of
-    /// queued jobs would otherwise sit in front of e2e's jobs once workers consume them, and
-    /// `reads` in between, while the workers are still idle.
-    pub const ALL: [Scenario; 3] = [Scenario::E2e, Scenario::Reads, Scenario::Submit];
+    /// Every scenario, in the order `all` runs them: `e2e` first, then `reads`, while the workers
+    /// are idle, then the three that leave queued jobs behind (`submit`, `hot-user`,
+    /// `one-client`). Before each one the bench waits for the stack to finish what the earlier
+    /// ones left (see [`cost::Accounting::settle`]).
+    pub const ALL: [Scenario; 5] =
+        [Scenario::E2e, Scenario::Reads, Scenario::Submit, Scenario::HotUser, Scenario::OneClient];
 
     /// Its name on the command line and in the report.
     pub fn name(self) -> &'static str {
@@ -54,7 +74,14 @@ impl Scenario {
             Scenario::Submit => "submit",
             Scenario::E2e => "e2e",
             Scenario::Reads => "reads",
+            Scenario::HotUser => "hot-user",
+            Scenario::OneClient => "one-client",
         }
+    }
+
+    /// It submits jobs as bench users.
+    pub fn submits(self) -> bool {
+        !matches!(self, Scenario::Reads)
     }
 }
 
@@ -75,7 +102,8 @@ pub struct BenchConfig {
     pub job_timeout: Duration,
     /// e2e: pause between polls of a job.
     pub poll_interval: Duration,
-    /// Where `api.pid` and `worker*.pid` are (`deploy/dev` writes them next to `dev.env`).
+    /// Where `api.pid`, `worker*.pid` and `sim.pid` are (`deploy/dev` writes them next to
+    /// `dev.env`).
     pub pid_dir: Option<PathBuf>,
 }
 
@@ -97,25 +125,7 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
         String::from_utf8_lossy(&ready.body)
     );
 
-    let mut report = Report {
-        tool: "gengate-bench",
-        version: env!("CARGO_PKG_VERSION"),
-        started_at: started_at.format(&Rfc3339).unwrap_or_default(),
-        run_id: run_id.clone(),
-        url: config.target.url.clone(),
-        concurrency: config.concurrency,
-        duration_s: config.duration.as_secs_f64(),
-        scenarios: config.scenarios.iter().map(|s| s.name()).collect(),
-        summary: Vec::new(),
-        baseline: None,
-        submit: None,
-        e2e: None,
-        reads: None,
-        processes: Vec::new(),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        interrupted: false,
-    };
+    let mut report = Report::new(&config, started_at.format(&Rfc3339).unwrap_or_default(), &run_id);
 
     let processes = config.pid_dir.as_deref().map(rss::find_processes).unwrap_or_default();
     if processes.is_empty() {
@@ -129,16 +139,22 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
     }
     let sampler = rss::Sampler::start(&processes);
 
+    let accounting = Accounting::connect(AccountingTarget {
+        pid_dir: config.pid_dir.as_deref(),
+        database_url: config.target.database_url.as_deref(),
+        broker_metrics_url: config.target.broker_metrics_url.as_deref(),
+        queue_prefix: &config.target.queue_prefix,
+    })
+    .await;
+    report.warnings.extend(accounting.unavailable());
+    report.accounting = Some(accounting.sources().clone());
+
     if config.baseline {
         report.baseline = Some(run_baseline(&config).await);
     }
 
-    let needs_users =
-        config.scenarios.iter().any(|s| matches!(s, Scenario::Submit | Scenario::E2e));
-    let users = if needs_users {
-        match setup::create_users(&api, &config.target.admin_token, &run_id, config.concurrency)
-            .await
-        {
+    let users = if config.scenarios.iter().any(|s| s.submits()) {
+        match create_bench_users(&api, &config, &run_id).await {
             Ok(users) => Some(users),
             Err(error) => {
                 report.errors.push(ScenarioError {
@@ -151,15 +167,71 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
     } else {
         None
     };
+    let user_ids: Vec<uuid::Uuid> = users.as_ref().map_or_else(Vec::new, |u| {
+        u.clients.iter().chain(&u.hot).filter_map(|u| u.id.parse().ok()).collect()
+    });
 
-    for scenario in &config.scenarios {
+    // What waited in the stack's queues before this run (an earlier run's backlog): the work
+    // queues are waited for before the first scenario; the delay tiers, whose messages can take
+    // minutes to come out, are not, and only what this run adds to them is waited for.
+    let before = accounting.waiting().await.unwrap_or_default();
+    if before.work > 0 || before.delayed > 0 {
+        report.warnings.push(format!(
+            "an earlier run's backlog was in the stack's queues: {} messages in the work queues \
+             (waited for before the first scenario) and {} in the delay tiers (not waited for: \
+             whatever of them comes out during a window is worked off in it, and is in its figures; \
+             `deploy/dev reset --yes` clears them)",
+            before.work, before.delayed
+        ));
+    }
+
+    for (i, scenario) in config.scenarios.iter().enumerate() {
         if stop.is_cancelled() {
             break;
         }
+        let settled = accounting
+            .settle(scenario.name(), &user_ids, before.delayed, SETTLE_LIMIT, &stop)
+            .await;
+        if !settled.settled && !stop.is_cancelled() {
+            report.warnings.push(format!(
+                "{}: the stack was still busy after {:.0} s ({} jobs of this run in flight, {} \
+                 messages in the work queues, {} delayed): its figures include that work",
+                scenario.name(),
+                settled.waited_s,
+                settled.in_flight.map_or("?".to_owned(), |n| n.to_string()),
+                settled.waiting_messages.map_or("?".to_owned(), |n| n.to_string()),
+                settled.delayed_messages.map_or("?".to_owned(), |n| n.to_string()),
+            ));
+        }
+        report.settle.push(settled);
+        if i == 0 && !stop.is_cancelled() {
+            // What the stack costs doing nothing (or working off a backlog) for a few seconds.
+            let (_, start, end) = measured(&accounting, tokio::time::sleep(IDLE_WINDOW)).await;
+            report.idle = Some(accounting.cost(cost::IDLE, 0, &start, &end, false));
+        }
         match scenario {
-            Scenario::Submit => {
-                if let Some(users) = &users {
-                    report.submit = Some(submit::run(&api, users, config.duration, &stop).await);
+            Scenario::Submit | Scenario::HotUser | Scenario::OneClient => {
+                let Some(users) = &users else { continue };
+                let clients: Vec<BenchUser> = match scenario {
+                    Scenario::Submit => users.clients.clone(),
+                    Scenario::HotUser => match &users.hot {
+                        Some(hot) => vec![hot.clone(); config.concurrency],
+                        None => continue,
+                    },
+                    _ => users.clients[..1].to_vec(),
+                };
+                let name = scenario.name();
+                let (run, start, end) = measured(
+                    &accounting,
+                    submit::run(&api, name, &clients, config.duration, &stop),
+                )
+                .await;
+                let cost = accounting.cost("accepted submit", run.ok, &start, &end, true);
+                report.costs.insert(name, cost);
+                match scenario {
+                    Scenario::Submit => report.submit = Some(run),
+                    Scenario::HotUser => report.hot_user = Some(run),
+                    _ => report.one_client = Some(run),
                 }
             }
             Scenario::E2e => {
@@ -169,9 +241,19 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
                         job_timeout: config.job_timeout,
                         poll_interval: config.poll_interval,
                     };
-                    let e2e =
-                        e2e::run(&api, config.target.sim_url.as_deref(), users, settings, &stop)
-                            .await;
+                    let (e2e, start, end) = measured(
+                        &accounting,
+                        e2e::run(
+                            &api,
+                            config.target.sim_url.as_deref(),
+                            &users.clients,
+                            settings,
+                            &stop,
+                        ),
+                    )
+                    .await;
+                    let cost = accounting.cost("completed job", e2e.completed, &start, &end, true);
+                    report.costs.insert("e2e", cost);
                     if let Some(error) = &e2e.error {
                         report
                             .errors
@@ -184,32 +266,14 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
                     report.e2e = Some(e2e);
                 }
             }
-            Scenario::Reads => match &config.target.database_url {
-                None => report.errors.push(ScenarioError {
-                    scenario: "reads",
-                    message: "no database URL (GENGATE__DATABASE__URL or --database-url) to seed \
-                              the reads user"
-                        .into(),
-                }),
-                Some(database_url) => {
-                    match reads::run(
-                        &api,
-                        &config.target.admin_token,
-                        database_url,
-                        &run_id,
-                        config.concurrency,
-                        config.duration,
-                        &stop,
-                    )
-                    .await
-                    {
-                        Ok(reads) => report.reads = Some(reads),
-                        Err(error) => report.errors.push(ScenarioError {
-                            scenario: "reads",
-                            message: format!("{error:#}"),
-                        }),
-                    }
+            Scenario::Reads => match run_reads(&api, &config, &run_id, &accounting, &stop).await {
+                Ok((reads, costs)) => {
+                    report.costs.extend(costs);
+                    report.reads = Some(reads);
                 }
+                Err(error) => report
+                    .errors
+                    .push(ScenarioError { scenario: "reads", message: format!("{error:#}") }),
             },
         }
     }
@@ -218,6 +282,75 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
     report.interrupted = stop.is_cancelled();
     report.summarize();
     Ok(report)
+}
+
+/// Runs `work` between two snapshots of the counters.
+async fn measured<T>(
+    accounting: &Accounting,
+    work: impl Future<Output = T>,
+) -> (T, Snapshot, Snapshot) {
+    let start = accounting.snapshot().await;
+    let result = work.await;
+    let end = accounting.snapshot().await;
+    (result, start, end)
+}
+
+/// The users the submitting scenarios act as.
+struct Users {
+    /// One per client.
+    clients: Vec<BenchUser>,
+    /// The one user of `hot-user`, if it runs.
+    hot: Option<BenchUser>,
+}
+
+async fn create_bench_users(
+    api: &Api,
+    config: &BenchConfig,
+    run_id: &str,
+) -> anyhow::Result<Users> {
+    let token = &config.target.admin_token;
+    let clients = setup::create_users(api, token, run_id, config.concurrency).await?;
+    let hot = if config.scenarios.contains(&Scenario::HotUser) {
+        Some(
+            setup::create_user(
+                api,
+                token,
+                &format!("bench-{run_id}-hot@bench.gengate.local"),
+                &format!("gengate-bench {run_id} hot user"),
+                Some(setup::CREDITS_PER_USER),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    Ok(Users { clients, hot })
+}
+
+/// Seeds the reads user, then measures each endpoint for half the window, each between its own
+/// two snapshots (seeding is not counted).
+async fn run_reads(
+    api: &Api,
+    config: &BenchConfig,
+    run_id: &str,
+    accounting: &Accounting,
+    stop: &CancellationToken,
+) -> anyhow::Result<(reads::ReadsReport, Vec<(&'static str, cost::CostReport)>)> {
+    let database_url = config.target.database_url.as_deref().context(
+        "no database URL (GENGATE__DATABASE__URL or --database-url) to seed the reads user",
+    )?;
+    let seeded = reads::prepare(api, &config.target.admin_token, database_url, run_id).await?;
+    let half = config.duration / 2;
+    let (credits, start, middle) =
+        measured(accounting, reads::credits(api, &seeded, config.concurrency, half, stop)).await;
+    let credits_cost = accounting.cost("request", credits.ok, &start, &middle, false);
+    let (generation, start, end) =
+        measured(accounting, reads::generation(api, &seeded, config.concurrency, half, stop)).await;
+    let generation_cost = accounting.cost("request", generation.ok, &start, &end, false);
+    Ok((
+        reads::ReadsReport { seed: seeded.seed, credits, generation },
+        vec![("reads.credits", credits_cost), ("reads.generation", generation_cost)],
+    ))
 }
 
 /// Parses `20s`, `500ms`, `2m`, `1.5s` or a bare number of seconds.

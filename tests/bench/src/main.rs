@@ -31,7 +31,7 @@ struct Args {
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Which scenario to run; `all` runs e2e, reads, then submit.
+    /// Which scenario to run; `all` runs e2e, reads, submit, hot-user, then one-client.
     #[arg(long, value_enum, default_value_t = Which::All)]
     scenario: Which,
     /// Skip the pgbench baseline.
@@ -56,7 +56,11 @@ struct Args {
     /// The stack's PostgreSQL (overrides GENGATE__DATABASE__URL).
     #[arg(long)]
     database_url: Option<String>,
-    /// Where api.pid and worker*.pid are (default: the env file's directory).
+    /// The broker's Prometheus endpoint (plugin rabbitmq_prometheus), for the messages per job
+    /// (default: port 15692 of the host in GENGATE__AMQP__URL).
+    #[arg(long)]
+    broker_metrics_url: Option<String>,
+    /// Where api.pid, worker*.pid and sim.pid are (default: the env file's directory).
     #[arg(long)]
     pid_dir: Option<PathBuf>,
 }
@@ -66,6 +70,8 @@ enum Which {
     Submit,
     E2e,
     Reads,
+    HotUser,
+    OneClient,
     All,
 }
 
@@ -75,6 +81,8 @@ impl Which {
             Which::Submit => vec![Scenario::Submit],
             Which::E2e => vec![Scenario::E2e],
             Which::Reads => vec![Scenario::Reads],
+            Which::HotUser => vec![Scenario::HotUser],
+            Which::OneClient => vec![Scenario::OneClient],
             Which::All => Scenario::ALL.to_vec(),
         }
     }
@@ -108,6 +116,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             admin_token: args.admin_token,
             sim_url: args.sim_url,
             database_url: args.database_url,
+            broker_metrics_url: args.broker_metrics_url,
         },
     )?;
     let pid_dir = args.pid_dir.or_else(|| {

@@ -87,16 +87,22 @@ impl ReadsReport {
     }
 }
 
-/// Seeds the user and measures both endpoints for half of `window` each.
-pub async fn run(
+/// The seeded user, ready to be read.
+#[derive(Debug, Clone)]
+pub struct Seeded {
+    /// What was seeded.
+    pub seed: SeedReport,
+    key: Arc<str>,
+    paths: Arc<Vec<String>>,
+}
+
+/// Creates and seeds the user, and checks that its ledger reconciles.
+pub async fn prepare(
     api: &Api,
     admin_token: &str,
     database_url: &str,
     run_id: &str,
-    concurrency: usize,
-    window: Duration,
-    stop: &CancellationToken,
-) -> anyhow::Result<ReadsReport> {
+) -> anyhow::Result<Seeded> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(u32::try_from(SEED_TASKS).expect("a handful of seed tasks"))
         .acquire_timeout(Duration::from_secs(10))
@@ -111,21 +117,38 @@ pub async fn run(
         "the seeded ledger does not reconcile (user {}); see `gengatectl ledger reconcile`",
         seed.user_id
     );
+    let paths = generations.iter().map(|id| format!("/v1/generations/{id}")).collect();
+    Ok(Seeded { seed, key: user.key.into(), paths: Arc::new(paths) })
+}
 
-    let half = window / 2;
-    let key: Arc<str> = user.key.into();
-    let credits = closed_loop("reads: credits", concurrency, half, 200, stop, {
-        let (api, key) = (api.clone(), key.clone());
+/// `GET /v1/credits` of the seeded user for `window`.
+pub async fn credits(
+    api: &Api,
+    seeded: &Seeded,
+    concurrency: usize,
+    window: Duration,
+    stop: &CancellationToken,
+) -> LoopReport {
+    closed_loop("reads: credits", concurrency, window, 200, stop, {
+        let (api, key) = (api.clone(), seeded.key.clone());
         move |_, _| {
             let (api, key) = (api.clone(), key.clone());
             async move { api.get(&key, "/v1/credits").await }
         }
     })
-    .await;
-    let paths: Arc<Vec<String>> =
-        Arc::new(generations.iter().map(|id| format!("/v1/generations/{id}")).collect());
-    let generation = closed_loop("reads: generation", concurrency, half, 200, stop, {
-        let api = api.clone();
+    .await
+}
+
+/// `GET /v1/generations/{id}` over the seeded generations for `window`.
+pub async fn generation(
+    api: &Api,
+    seeded: &Seeded,
+    concurrency: usize,
+    window: Duration,
+    stop: &CancellationToken,
+) -> LoopReport {
+    closed_loop("reads: generation", concurrency, window, 200, stop, {
+        let (api, key, paths) = (api.clone(), seeded.key.clone(), seeded.paths.clone());
         move |client, n| {
             let (api, key, paths) = (api.clone(), key.clone(), paths.clone());
             // Spread the clients over the seeded generations.
@@ -134,8 +157,7 @@ pub async fn run(
             async move { api.get(&key, &path).await }
         }
     })
-    .await;
-    Ok(ReadsReport { seed, credits, generation })
+    .await
 }
 
 /// Creates the user through the admin API (for its API key), then seeds its ledger.

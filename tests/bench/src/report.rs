@@ -1,10 +1,13 @@
-//! What a run reports: the JSON document (`--json`) and the plain table printed at the end.
+//! What a run reports: the JSON document (`--json`) and the plain tables printed at the end.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::BenchConfig;
 use super::baseline::BaselineReport;
+use super::cost::{AccountingSources, CostReport, Figure, IDLE, SettleReport};
 use super::e2e::E2eReport;
 use super::load::LoopReport;
 use super::reads::ReadsReport;
@@ -30,7 +33,7 @@ pub struct Report {
     pub duration_s: f64,
     /// Scenarios run, in order.
     pub scenarios: Vec<&'static str>,
-    /// One line per measured operation, with its ratio to the baseline.
+    /// One line per measured operation, with its ratio to the baseline and its cost per job.
     pub summary: Vec<SummaryLine>,
     /// `pgbench -N` against the same server; `null` with `--no-baseline`.
     pub baseline: Option<BaselineReport>,
@@ -40,6 +43,20 @@ pub struct Report {
     pub e2e: Option<E2eReport>,
     /// The `reads` scenario, if it ran (and seeding succeeded).
     pub reads: Option<ReadsReport>,
+    /// The `hot-user` scenario, if it ran.
+    pub hot_user: Option<LoopReport>,
+    /// The `one-client` scenario, if it ran.
+    pub one_client: Option<LoopReport>,
+    /// Where the cost figures come from.
+    pub accounting: Option<AccountingSources>,
+    /// How long each scenario waited for the stack to finish earlier work.
+    pub settle: Vec<SettleReport>,
+    /// What the stack cost per second while no scenario ran, measured for a few seconds before
+    /// the first one (`…_per_job` fields are per second here).
+    pub idle: Option<CostReport>,
+    /// The cost of each measured operation, by its summary name (reported in the summary).
+    #[serde(skip)]
+    pub costs: BTreeMap<&'static str, CostReport>,
     /// Memory of the API and worker processes over the run.
     pub processes: Vec<ProcessMemory>,
     /// Scenarios that failed, and why.
@@ -74,10 +91,41 @@ pub struct SummaryLine {
     pub unexpected: u64,
     /// `per_s` divided by the baseline's TPS.
     pub vs_baseline: Option<f64>,
+    /// What one counted operation cost over the window (`null` when it was not measured).
+    pub cost: Option<CostReport>,
 }
 
 impl Report {
-    /// Fills [`Report::summary`] from the scenario reports and the baseline.
+    /// An empty report of a run of `config`.
+    pub fn new(config: &BenchConfig, started_at: String, run_id: &str) -> Self {
+        Self {
+            tool: "gengate-bench",
+            version: env!("CARGO_PKG_VERSION"),
+            started_at,
+            run_id: run_id.to_owned(),
+            url: config.target.url.clone(),
+            concurrency: config.concurrency,
+            duration_s: config.duration.as_secs_f64(),
+            scenarios: config.scenarios.iter().map(|s| s.name()).collect(),
+            summary: Vec::new(),
+            baseline: None,
+            submit: None,
+            e2e: None,
+            reads: None,
+            hot_user: None,
+            one_client: None,
+            accounting: None,
+            settle: Vec::new(),
+            idle: None,
+            costs: BTreeMap::new(),
+            processes: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            interrupted: false,
+        }
+    }
+
+    /// Fills [`Report::summary`] from the scenario reports, the baseline and the costs.
     pub fn summarize(&mut self) {
         let tps = self.baseline.as_ref().and_then(|b| b.tps).filter(|tps| *tps > 0.0);
         let ratio = |per_s: f64| tps.map(|tps| per_s / tps);
@@ -90,6 +138,7 @@ impl Report {
                 latency: e2e.latency,
                 unexpected: e2e.unexpected_total(),
                 vs_baseline: ratio(e2e.completed_per_s),
+                cost: None,
             });
         }
         if let Some(reads) = &self.reads {
@@ -100,13 +149,17 @@ impl Report {
                 lines.push(loop_line(name, counts, run, ratio(run.ok_per_s)));
             }
         }
-        if let Some(submit) = &self.submit {
-            lines.push(loop_line(
-                "submit",
-                "accepted submits (202)",
-                submit,
-                ratio(submit.ok_per_s),
-            ));
+        for (name, counts, run) in [
+            ("submit", "accepted submits (202)", &self.submit),
+            ("hot-user", "accepted submits (202), every client as one user", &self.hot_user),
+            ("one-client", "accepted submits (202), one client alone", &self.one_client),
+        ] {
+            if let Some(run) = run {
+                lines.push(loop_line(name, counts, run, ratio(run.ok_per_s)));
+            }
+        }
+        for line in &mut lines {
+            line.cost = self.costs.get(line.name).cloned();
         }
         self.summary = lines;
     }
@@ -222,6 +275,8 @@ impl Report {
             );
         }
 
+        self.cost_tables(&mut out);
+
         if !self.processes.is_empty() {
             let _ = writeln!(out);
             let _ = writeln!(
@@ -264,6 +319,103 @@ impl Report {
         out
     }
 
+    /// The cost per job of each measured operation: CPU time per process, then PostgreSQL and
+    /// the broker; `n/a` where a figure could not be measured, with the reason below. The idle
+    /// stack comes first, per second.
+    fn cost_tables(&self, out: &mut String) {
+        let costs: Vec<(&str, &CostReport)> = self
+            .idle
+            .as_ref()
+            .map(|idle| ("idle, per second", idle))
+            .into_iter()
+            .chain(self.summary.iter().filter_map(|l| Some((l.name, l.cost.as_ref()?))))
+            .collect();
+        if !costs.is_empty() {
+            let mut names: Vec<&str> = Vec::new();
+            for (_, cost) in &costs {
+                for process in &cost.cpu {
+                    if !names.contains(&process.name.as_str()) {
+                        names.push(&process.name);
+                    }
+                }
+            }
+            let width = |name: &str| name.len().max(8);
+            let _ = writeln!(out);
+            let _ = write!(out, "{:<18} {:>9}", "CPU ms per job", "jobs");
+            for name in names.iter().copied().chain(["total"]) {
+                let _ = write!(out, " {:>w$}", name, w = width(name));
+            }
+            let _ = writeln!(out);
+            for (operation, cost) in &costs {
+                let jobs = if cost.per == IDLE { "-".to_owned() } else { cost.jobs.to_string() };
+                let _ = write!(out, "{operation:<18} {jobs:>9}");
+                for name in names.iter().copied() {
+                    let _ = write!(
+                        out,
+                        " {:>w$}",
+                        decimals(cost.cpu_ms_per_job(name), 2),
+                        w = width(name)
+                    );
+                }
+                let _ = writeln!(out, " {:>8}", decimals(cost.cpu_total_ms_per_job, 2));
+            }
+
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "{:<18} {:>9} {:>9} {:>11} {:>9}",
+                "per job", "commits", "all dbs", "WAL bytes", "messages"
+            );
+            let mut reasons: Vec<String> = Vec::new();
+            for (operation, cost) in &costs {
+                let pg = cost.postgres.measured();
+                let broker = cost.broker.measured();
+                let _ = writeln!(
+                    out,
+                    "{:<18} {:>9} {:>9} {:>11} {:>9}",
+                    operation,
+                    or_na(pg.map(|p| decimals(p.commits_per_job, 2))),
+                    or_na(pg.map(|p| decimals(p.commits_all_per_job, 2))),
+                    or_na(pg.map(|p| decimals(p.wal_bytes_per_job, 0))),
+                    or_na(broker.map(|b| decimals(b.published_per_job, 2))),
+                );
+                for (what, figure) in [
+                    ("PostgreSQL", unavailable(&cost.postgres)),
+                    ("messages", unavailable(&cost.broker)),
+                ] {
+                    if let Some(reason) = figure {
+                        let line = format!("n/a {what}: {reason}");
+                        if !reasons.contains(&line) {
+                            reasons.push(line);
+                        }
+                    }
+                }
+                for note in &cost.notes {
+                    reasons.push(format!("note {operation}: {note}"));
+                }
+            }
+            for reason in reasons {
+                let _ = writeln!(out, "{reason}");
+            }
+        }
+        if !self.settle.is_empty() {
+            let waits: Vec<String> = self
+                .settle
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {:.1} s{}",
+                        s.before,
+                        s.waited_s,
+                        if s.settled { "" } else { " (!! busy)" }
+                    )
+                })
+                .collect();
+            let _ = writeln!(out);
+            let _ = writeln!(out, "waited for an idle stack before: {}", waits.join(", "));
+        }
+    }
+
     /// `submit: 429 rate_limited ×12`, one line per scenario with unexpected answers.
     fn unexpected_details(&self) -> Vec<String> {
         let mut details = Vec::new();
@@ -281,13 +433,19 @@ impl Report {
                     details.push(format!("{name}: unexpected answers: {}", parts.join(", ")));
                 }
             };
-        if let Some(submit) = &self.submit {
-            add(
-                "submit",
-                &submit.unexpected,
-                submit.transport_errors,
-                submit.first_transport_error.as_deref(),
-            );
+        for (name, run) in [
+            ("submit", &self.submit),
+            ("hot-user", &self.hot_user),
+            ("one-client", &self.one_client),
+        ] {
+            if let Some(run) = run {
+                add(
+                    name,
+                    &run.unexpected,
+                    run.transport_errors,
+                    run.first_transport_error.as_deref(),
+                );
+            }
         }
         if let Some(e2e) = &self.e2e {
             add("e2e submits", &e2e.submit_unexpected, 0, None);
@@ -309,6 +467,22 @@ impl Report {
     }
 }
 
+/// `12.35`, or `-` without a value.
+fn decimals(value: Option<f64>, places: usize) -> String {
+    value.map_or("-".to_owned(), |v| format!("{v:.places$}"))
+}
+
+fn or_na(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "n/a".to_owned())
+}
+
+fn unavailable<T>(figure: &Figure<T>) -> Option<&str> {
+    match figure {
+        Figure::Measured(_) => None,
+        Figure::Unavailable { unavailable } => Some(unavailable),
+    }
+}
+
 fn loop_line(
     name: &'static str,
     counts: &'static str,
@@ -322,5 +496,6 @@ fn loop_line(
         latency: run.latency,
         unexpected: run.unexpected_total(),
         vs_baseline,
+        cost: None,
     }
 }

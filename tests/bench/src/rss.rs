@@ -63,6 +63,12 @@ pub struct Watched {
 
 /// The API and worker processes whose pid files are in `dir` and which are alive.
 pub fn find_processes(dir: &Path) -> Vec<Watched> {
+    find_pid_files(dir, |name| name == "api" || name.starts_with("worker"))
+}
+
+/// The processes whose pid files (`NAME.pid`) are in `dir`, whose `NAME` is accepted, and which
+/// are alive; by name.
+pub fn find_pid_files(dir: &Path, accept: impl Fn(&str) -> bool) -> Vec<Watched> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -71,7 +77,7 @@ pub fn find_processes(dir: &Path) -> Vec<Watched> {
         .filter_map(|entry| {
             let path = entry.path();
             let name = path.file_name()?.to_str()?.strip_suffix(".pid")?.to_owned();
-            if name != "api" && !name.starts_with("worker") {
+            if !accept(&name) {
                 return None;
             }
             let pid: u32 = std::fs::read_to_string(&path).ok()?.trim().parse().ok()?;

@@ -1,5 +1,6 @@
 //! `submit`: how many generations the API accepts per second. Every client submits as its own
-//! bench user, back to back, for the window; only `202 Accepted` counts.
+//! bench user, back to back, for the window; only `202 Accepted` counts. `hot-user` is the same
+//! with every client submitting as one user, and `one-client` the same with one client alone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +29,12 @@ pub fn job_body() -> Bytes {
     Bytes::from(serde_json::to_vec(&body).expect("a JSON value serializes"))
 }
 
-/// Runs the scenario: one client per user, for `window`.
+/// Runs the scenario: one client per user, for `window`. The same user may stand in the list
+/// more than once (`hot-user`: every client submits as one user), or only one user with one
+/// client (`one-client`). `label` names the progress bar.
 pub async fn run(
     api: &Api,
+    label: &str,
     users: &[BenchUser],
     window: Duration,
     stop: &CancellationToken,
@@ -38,7 +42,7 @@ pub async fn run(
     let keys: Arc<Vec<String>> = Arc::new(users.iter().map(|u| u.key.clone()).collect());
     let body = job_body();
     let api = api.clone();
-    closed_loop("submit", keys.len(), window, 202, stop, move |client, _| {
+    closed_loop(label, keys.len(), window, 202, stop, move |client, _| {
         let (api, keys, body) = (api.clone(), keys.clone(), body.clone());
         async move { api.submit(&keys[client], body).await }
     })
