@@ -87,52 +87,13 @@ async fn consume(
         )
         .await?;
     tracing::info!(queue, "consuming");
-    let stopped = consume_deliveries(
-        ctx,
-        queue,
-        &channel,
-        &mut consumer,
-        &tag,
-        &mut replaced,
-        in_hand,
-        slots,
-        shutdown,
-    )
-    .await;
-    if stopped.is_err() {
-        // Close the channel, so that the broker stops delivering to this consumer and returns
-        // what it had sent it. Left open, a channel of a connection that lapin later recovers
-        // would get deliveries that nobody reads, unacknowledged for as long as it lives.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            channel.close(200, "consumer restarting".into()),
-        )
-        .await;
-    }
-    stopped
-}
-
-/// Takes deliveries off `consumer` until the shutdown (`Ok`) or until the connection is lost or
-/// replaced (`Err`).
-#[allow(clippy::too_many_arguments, reason = "the consumer's parts, split out of one function")]
-async fn consume_deliveries(
-    ctx: &Arc<WorkerContext>,
-    queue: &str,
-    channel: &lapin::Channel,
-    consumer: &mut lapin::Consumer,
-    tag: &str,
-    replaced: &mut tokio::sync::watch::Receiver<u64>,
-    in_hand: &TaskTracker,
-    slots: &Arc<Semaphore>,
-    shutdown: &CancellationToken,
-) -> Result<(), BrokerError> {
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => {
                 let _ = channel.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
                 return Ok(());
             }
-            Ok(()) = replaced.changed() => return Err(connection_replaced(queue)),
+            Ok(()) = replaced.changed() => return Err(connection_replaced(&channel, queue).await),
             next = consumer.next() => next,
         };
         match next {
@@ -151,7 +112,7 @@ async fn consume_deliveries(
                 tracing::warn!(queue, error = %err, "delivery error; waiting for the connection to recover");
                 tokio::select! {
                     recovered = channel.wait_for_recovery(err) => recovered?,
-                    Ok(()) = replaced.changed() => return Err(connection_replaced(queue)),
+                    Ok(()) = replaced.changed() => return Err(connection_replaced(&channel, queue).await),
                 }
             }
             None => return Ok(()),
@@ -159,9 +120,14 @@ async fn consume_deliveries(
     }
 }
 
-/// The consumer's connection was given up on and a new one made: consume on that one.
-fn connection_replaced(queue: &str) -> BrokerError {
+/// The consumer's connection was given up on and a new one made: consume on that one. The old
+/// channel is closed (best effort), so that the broker stops delivering to this consumer and
+/// returns what it had sent it: left open, a channel of a connection that lapin later recovers
+/// would get deliveries nobody reads, unacknowledged for as long as it lives.
+async fn connection_replaced(channel: &lapin::Channel, queue: &str) -> BrokerError {
     tracing::info!(queue, "RabbitMQ connection replaced; consuming on the new one");
+    let close = channel.close(200, "consumer moved to a new connection".into());
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
     BrokerError::Unavailable
 }
 
