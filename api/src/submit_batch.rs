@@ -38,12 +38,6 @@ pub struct SubmitBatcher {
     queue: mpsc::Sender<Pending>,
 }
 
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("user_id", &self.request.user_id).finish_non_exhaustive()
-    }
-}
-
 impl SubmitBatcher {
     /// Starts the committer tasks (on the current tokio runtime).
     pub fn start(pool: PgPool, keys: Arc<CallbackKeys>, settings: &SubmitBatchSettings) -> Self {

@@ -88,9 +88,10 @@ impl Transient for SubmitError {
     }
 }
 
-/// Accepts a generation (see the module docs). Run it in [`crate::db::transaction!`], which
-/// also replays the winner when concurrent requests race on one idempotency key.
-pub async fn submit(
+/// Accepts one generation (see the module docs): the rules every submit of a batch follows, and
+/// how [`submit_batch`] applies them one by one. [`SubmitError::IdempotencyRace`] says to run it
+/// again, which then replays the winner.
+async fn submit(
     tx: &mut Tx,
     request: &SubmitRequest,
     keys: &CallbackKeys,
@@ -118,34 +119,7 @@ pub async fn submit(
     let row = NewRow::of(request, keys);
     let id = row.id;
     let model = &submission.model;
-    let inserted = sqlx::query(
-        "INSERT INTO generations
-             (id, user_id, api_key_id, status, type, sub_type, model, mode, provider, provider_model,
-              billing, params, cost, price_version, webhook_token_hash, webhook_key_version,
-              idempotency_key, request_hash, deadline_at)
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 now() + make_interval(secs => $18))",
-    )
-    .bind(id)
-    .bind(request.user_id)
-    .bind(request.api_key_id)
-    .bind(model.media.as_str())
-    .bind(&submission.params.sub_type)
-    .bind(&model.name)
-    .bind(submission.mode.as_str())
-    .bind(model.provider.as_str())
-    .bind(&model.provider_model)
-    .bind(model.billing.as_str())
-    .bind(&row.params)
-    .bind(submission.cost)
-    .bind(&submission.catalogue_version)
-    .bind(row.token_hash.as_slice())
-    .bind(row.key_version)
-    .bind(request.idempotency_key.as_deref())
-    .bind(submission.request_hash.as_slice())
-    .bind(row.deadline_secs)
-    .execute(&mut **tx)
-    .await;
+    let inserted = insert_rows(tx, &[(request, row)]).await;
     if let Err(sqlx::Error::Database(err)) = &inserted
         && err.constraint() == Some("generations_idempotency_key")
     {
@@ -248,9 +222,9 @@ const BATCH_ITEM_ATTEMPTS: u32 = 4;
 /// Accepts many submits in one transaction, `tx`, which the caller commits: each submit runs in a
 /// savepoint of its own, so a refused one (no credits, an idempotency conflict, too many in
 /// flight, a value PostgreSQL refuses) rolls back only its own writes and gets its own error,
-/// while its neighbours are kept. Each result is what [`submit`] alone would have answered, in the
-/// order of `requests`; it holds only once `tx` commits (if the commit fails, nothing of the
-/// batch was written).
+/// while its neighbours are kept. Each result is what the submit alone would have been
+/// answered, in the order of `requests`; it holds only once `tx` commits (if the commit fails,
+/// nothing of the batch was written).
 ///
 /// The batch's users are locked first, all in one statement and in one order, so that batches
 /// running at once cannot deadlock one another (a submit locks its user only after inserting its
@@ -429,7 +403,7 @@ async fn submit_at_once(
     Ok(Some(results))
 }
 
-/// Inserts a batch's new generations, `queued`, in one statement.
+/// Inserts new generations, `queued`, in one statement.
 async fn insert_rows(tx: &mut Tx, rows: &[(&SubmitRequest, NewRow)]) -> Result<(), sqlx::Error> {
     let column = |f: &dyn Fn(&SubmitRequest, &NewRow) -> String| -> Vec<String> {
         rows.iter().map(|(r, row)| f(r, row)).collect()
