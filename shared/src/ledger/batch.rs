@@ -8,10 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use super::settlement::{CONSUMPTION_ORDER, USABLE_GRANT, plan_draw};
+use super::settlement::{CONSUMPTION_ORDER, CreditMove, USABLE_GRANT, move_credits, plan_draw};
 use super::{LedgerError, LedgerGeneration, TransType};
 use crate::db::Tx;
-use crate::ids::{EntryId, GenerationId, GrantId, UserId};
+use crate::ids::{GenerationId, GrantId, UserId};
 
 /// What one user has, as the batch's plan stands.
 #[derive(Debug, Default)]
@@ -123,54 +123,20 @@ impl SubmitBook {
     /// Writes the plan: every draw (grants and their entries in one statement) and every hold.
     /// The generations must exist already (the entries and holds refer to them).
     pub async fn write(self, tx: &mut Tx) -> Result<(), LedgerError> {
-        if !self.draws.is_empty() {
-            let entry_ids: Vec<EntryId> = self.draws.iter().map(|_| EntryId::new()).collect();
-            let grants: Vec<GrantId> = self.draws.iter().map(|d| d.grant).collect();
-            let users: Vec<UserId> = self.draws.iter().map(|d| d.generation.user_id).collect();
-            let generations: Vec<GenerationId> =
-                self.draws.iter().map(|d| d.generation.id).collect();
-            let types: Vec<String> = self
-                .draws
-                .iter()
-                .map(|d| TransType::Generation(d.generation.media).name())
-                .collect();
-            let amounts: Vec<i64> = self.draws.iter().map(|d| -d.amount).collect();
-            let distinct_grants = grants.iter().collect::<std::collections::BTreeSet<_>>().len();
-            // A grant several submits draw from is updated once, by their sum: an UPDATE … FROM
-            // applies one joined row per target row. `CHECK (remaining >= 0)` still refuses an
-            // overdraft.
-            let (adjusted, written): (i64, i64) = sqlx::query_as(
-                "WITH moves AS (
-                     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::bigint[])
-                         AS m(entry_id, grant_id, user_id, generation_id, trans_type, amount)),
-                 adjusted AS (
-                     UPDATE credit_grants g SET remaining = g.remaining + t.total
-                     FROM (SELECT grant_id, sum(amount) AS total FROM moves GROUP BY grant_id) t
-                     WHERE g.id = t.grant_id
-                     RETURNING g.id),
-                 written AS (
-                     INSERT INTO ledger_entries (id, user_id, grant_id, generation_id, trans_type, amount)
-                     SELECT entry_id, user_id, grant_id, generation_id, trans_type, amount FROM moves
-                     RETURNING id)
-                 SELECT (SELECT count(*) FROM adjusted), (SELECT count(*) FROM written)",
-            )
-            .bind(&entry_ids)
-            .bind(&grants)
-            .bind(&users)
-            .bind(&generations)
-            .bind(&types)
-            .bind(&amounts)
-            .fetch_one(&mut **tx)
-            .await?;
-            if usize::try_from(adjusted).ok() != Some(distinct_grants)
-                || usize::try_from(written).ok() != Some(self.draws.len())
-            {
-                return Err(LedgerError::Inconsistent(format!(
-                    "adjusted {adjusted} of {distinct_grants} grants and wrote {written} of {} entries",
-                    self.draws.len()
-                )));
-            }
-            let reserved: i64 = self.draws.iter().map(|d| d.amount).sum();
+        let moves: Vec<CreditMove> = self
+            .draws
+            .iter()
+            .map(|d| CreditMove {
+                user_id: d.generation.user_id,
+                generation: Some(d.generation.id),
+                trans_type: TransType::Generation(d.generation.media).name(),
+                grant_id: d.grant,
+                amount: -d.amount,
+            })
+            .collect();
+        move_credits(tx, &moves).await?;
+        let reserved: i64 = self.draws.iter().map(|d| d.amount).sum();
+        if reserved > 0 {
             metrics::counter!("gengate_ledger_reserved_credits_total")
                 .increment(reserved.unsigned_abs());
         }

@@ -98,40 +98,74 @@ pub(super) async fn give_back(
     trans_type: TransType,
     returns: &[(GrantId, i64)],
 ) -> Result<(), LedgerError> {
-    if returns.is_empty() {
+    let trans_type = trans_type.name();
+    let moves: Vec<CreditMove> = returns
+        .iter()
+        .map(|(grant_id, amount)| CreditMove {
+            user_id,
+            generation,
+            trans_type: trans_type.clone(),
+            grant_id: *grant_id,
+            amount: *amount,
+        })
+        .collect();
+    move_credits(tx, &moves).await
+}
+
+/// One move of credits: `amount` (negative to draw) added to a grant, and written as one entry.
+pub(super) struct CreditMove {
+    pub(super) user_id: UserId,
+    pub(super) generation: Option<GenerationId>,
+    /// [`TransType::name`].
+    pub(super) trans_type: String,
+    pub(super) grant_id: GrantId,
+    pub(super) amount: i64,
+}
+
+/// Applies `moves` with one statement (one round trip on the submit path): each grant's remaining
+/// credits change by the sum of its moves (an `UPDATE … FROM` applies one joined row per target
+/// row, so several moves of one grant are summed first), and each move is written as an entry.
+/// `CHECK (remaining >= 0)` still refuses an overdraft.
+pub(super) async fn move_credits(tx: &mut Tx, moves: &[CreditMove]) -> Result<(), LedgerError> {
+    if moves.is_empty() {
         return Ok(());
     }
-    let grant_ids: Vec<GrantId> = returns.iter().map(|(id, _)| *id).collect();
-    let amounts: Vec<i64> = returns.iter().map(|(_, amount)| *amount).collect();
-    let entry_ids: Vec<EntryId> = returns.iter().map(|_| EntryId::new()).collect();
-    // One statement (one round trip on the submit path) moves the credits and writes the entries;
-    // `CHECK (remaining >= 0)` still refuses an overdraft.
+    let entry_ids: Vec<EntryId> = moves.iter().map(|_| EntryId::new()).collect();
+    let grants: Vec<GrantId> = moves.iter().map(|m| m.grant_id).collect();
+    let users: Vec<UserId> = moves.iter().map(|m| m.user_id).collect();
+    let generations: Vec<Option<GenerationId>> = moves.iter().map(|m| m.generation).collect();
+    let types: Vec<&str> = moves.iter().map(|m| m.trans_type.as_str()).collect();
+    let amounts: Vec<i64> = moves.iter().map(|m| m.amount).collect();
     let (adjusted, written): (i64, i64) = sqlx::query_as(
         "WITH moves AS (
-             SELECT * FROM UNNEST($4::uuid[], $5::uuid[], $6::bigint[]) AS m(entry_id, grant_id, amount)),
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::bigint[])
+                 AS m(entry_id, grant_id, user_id, generation_id, trans_type, amount)),
          adjusted AS (
-             UPDATE credit_grants g SET remaining = g.remaining + m.amount
-             FROM moves m WHERE g.id = m.grant_id
+             UPDATE credit_grants g SET remaining = g.remaining + t.total
+             FROM (SELECT grant_id, sum(amount) AS total FROM moves GROUP BY grant_id) t
+             WHERE g.id = t.grant_id
              RETURNING g.id),
          written AS (
              INSERT INTO ledger_entries (id, user_id, grant_id, generation_id, trans_type, amount)
-             SELECT m.entry_id, $1, m.grant_id, $2, $3, m.amount FROM moves m
+             SELECT entry_id, user_id, grant_id, generation_id, trans_type, amount FROM moves
              RETURNING id)
          SELECT (SELECT count(*) FROM adjusted), (SELECT count(*) FROM written)",
     )
-    .bind(user_id)
-    .bind(generation)
-    .bind(trans_type.name())
     .bind(&entry_ids)
-    .bind(&grant_ids)
+    .bind(&grants)
+    .bind(&users)
+    .bind(&generations)
+    .bind(&types)
     .bind(&amounts)
     .fetch_one(&mut **tx)
     .await?;
-    let moves = i64::try_from(returns.len()).unwrap_or(i64::MAX);
-    if adjusted != moves || written != moves {
+    let distinct_grants = grants.iter().collect::<std::collections::BTreeSet<_>>().len();
+    if usize::try_from(adjusted).ok() != Some(distinct_grants)
+        || usize::try_from(written).ok() != Some(moves.len())
+    {
         return Err(LedgerError::Inconsistent(format!(
-            "adjusted {adjusted} and wrote {written} of {} grant moves",
-            returns.len()
+            "adjusted {adjusted} of {distinct_grants} grants and wrote {written} of {} entries",
+            moves.len()
         )));
     }
     Ok(())
