@@ -423,7 +423,13 @@ impl TestApp {
     /// A new user with an API key and `credits` credits (a `system_add` grant, if non-zero),
     /// created through the admin API.
     pub async fn create_user(&self, credits: i64) -> TestUser {
-        let response = self.admin_post("/admin/users", serde_json::json!({})).await;
+        self.create_user_with(credits, serde_json::json!({})).await
+    }
+
+    /// [`TestApp::create_user`] with the user created from `user` (`POST /admin/users`'s body,
+    /// e.g. `{"max_in_flight": 3}`).
+    pub async fn create_user_with(&self, credits: i64, user: serde_json::Value) -> TestUser {
+        let response = self.admin_post("/admin/users", user).await;
         assert_eq!(
             response.status(),
             201,

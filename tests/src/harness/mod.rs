@@ -7,6 +7,7 @@ pub mod clock;
 pub mod credits;
 pub mod db;
 pub mod loopback;
+pub mod metrics;
 pub mod process;
 pub mod s3;
 pub mod upstream;

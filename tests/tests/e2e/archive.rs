@@ -227,8 +227,7 @@ async fn sources_that_are_gone_too_large_or_not_videos_end_as_described() {
     assert_eq!((status.as_u16(), bytes.as_slice()), (200, b"this is not a video\n".as_slice()));
 
     // Operators see the failures counted.
-    let metrics = app.http.get(format!("{}/metrics", app.workers[0].url)).send().await.unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = app.worker_metrics(0).await;
     for reason in ["source_gone", "too_large", "redirect_refused"] {
         assert!(
             metrics.contains(&format!("gengate_archive_failures_total{{reason=\"{reason}\"}} 1")),

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use gengate_tests::harness::metrics::metric_value;
 use gengate_tests::{TestApp, TestUser};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -20,63 +21,22 @@ fn job(prompt: &str) -> Value {
     json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": prompt})
 }
 
-/// A user with `credits` and, if given, an in-flight limit of their own.
-async fn user(app: &TestApp, credits: i64, max_in_flight: Option<i32>) -> TestUser {
-    let created: Value = app
-        .admin_post("/admin/users", json!({"max_in_flight": max_in_flight}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
-    let key: Value = app
-        .admin_post(&format!("/admin/users/{id}/api-keys"), json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    if credits > 0 {
-        let grant = app
-            .admin_post(
-                &format!("/admin/users/{id}/grants"),
-                json!({"source": "system_add", "amount": credits}),
-            )
-            .await;
-        assert_eq!(grant.status(), 201);
-    }
-    TestUser { id, key: key["key"].as_str().unwrap().to_owned() }
-}
-
-/// The API's metrics, as text.
-async fn api_metrics(app: &TestApp) -> String {
-    let response = app.http.get(format!("{}/metrics", app.ops_url)).send().await.unwrap();
-    response.text().await.unwrap()
-}
-
-/// The value of the metric line named `series` (name and labels, as rendered), 0 if absent.
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap_or(0)
-}
-
 /// `(batches, submits)` the API has written, from `gengate_submit_batch_size` on its metrics.
 async fn batches_written(app: &TestApp) -> (u64, u64) {
-    let text = api_metrics(app).await;
+    let text = app.api_metrics().await;
     (
-        metric(&text, "gengate_submit_batch_size_count"),
-        metric(&text, "gengate_submit_batch_size_sum"),
+        metric_value(&text, "gengate_submit_batch_size_count"),
+        metric_value(&text, "gengate_submit_batch_size_sum"),
     )
 }
 
 /// Batches written at once (planned together, a statement per table) and one by one (a
 /// savepoint per submit).
 async fn batch_paths(app: &TestApp) -> (u64, u64) {
-    let text = api_metrics(app).await;
+    let text = app.api_metrics().await;
     (
-        metric(&text, r#"gengate_submit_batches_total{path="at_once"}"#),
-        metric(&text, r#"gengate_submit_batches_total{path="one_by_one"}"#),
+        metric_value(&text, r#"gengate_submit_batches_total{path="at_once"}"#),
+        metric_value(&text, r#"gengate_submit_batches_total{path="one_by_one"}"#),
     )
 }
 
@@ -127,11 +87,11 @@ async fn a_mixed_batch_answers_each_submit_as_if_it_were_alone() {
         .env("GENGATE__DATABASE__ACQUIRE_TIMEOUT_MS", "60000")
         .spawn()
         .await;
-    let rich = user(&app, COST * 1000, None).await;
-    let poor = user(&app, COST * 7, None).await;
-    let broke = user(&app, 0, None).await;
-    let limited = user(&app, COST * 1000, Some(3)).await;
-    let keyed = user(&app, COST * 1000, None).await;
+    let rich = app.create_user(COST * 1000).await;
+    let poor = app.create_user(COST * 7).await;
+    let broke = app.create_user(0).await;
+    let limited = app.create_user_with(COST * 1000, json!({"max_in_flight": 3})).await;
+    let keyed = app.create_user(COST * 1000).await;
 
     let mut requests = Vec::new();
     for i in 0..60 {
@@ -251,7 +211,7 @@ async fn a_lone_submit_is_not_held_back_for_a_batch() {
     // of them two seconds.
     let app =
         TestApp::builder().env("GENGATE__API__SUBMIT_BATCH__WINDOW_US", "100000").spawn().await;
-    let user = user(&app, COST * 100, None).await;
+    let user = app.create_user(COST * 100).await;
     let started = std::time::Instant::now();
     for i in 0..20 {
         app.submit_ok(&user, &job(&format!("alone {i}"))).await;
@@ -269,7 +229,7 @@ async fn an_api_killed_mid_batch_loses_no_accepted_job_and_acknowledges_none_tha
         .env("GENGATE__LIMITS__DEFAULT_MAX_IN_FLIGHT", "100000")
         .spawn()
         .await;
-    let users = [user(&app, COST * 10_000, None).await, user(&app, COST * 10_000, None).await];
+    let users = [app.create_user(COST * 10_000).await, app.create_user(COST * 10_000).await];
     let (http, api_url) = (app.http.clone(), app.api_url.clone());
 
     // 16 clients submit without pause, each request with its own idempotency key; what each key

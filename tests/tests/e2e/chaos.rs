@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use gengate_shared::ledger;
 use gengate_shared::queue::WorkQueue;
 use gengate_sim::{Rates, SimConfig};
+use gengate_tests::harness::metrics::metric_total;
 use gengate_tests::harness::{restart_postgres, restart_rabbitmq, service_restarts_skipped};
 use gengate_tests::{TestApp, TestUser};
 use rand::rngs::StdRng;
@@ -375,14 +376,11 @@ async fn queue_depths(app: &TestApp) -> Option<BTreeMap<&'static str, u32>> {
 /// outcome), as their metrics say.
 async fn messages_handled(app: &TestApp) -> u64 {
     let mut total = 0;
-    for worker in app.workers.iter().filter(|w| w.process.is_running()) {
-        let metrics = app.http.get(format!("{}/metrics", worker.url)).send().await.unwrap();
-        let text = metrics.text().await.unwrap();
-        total += text
-            .lines()
-            .filter(|l| l.starts_with("gengate_messages_handled_total{"))
-            .map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()).expect(l))
-            .sum::<u64>();
+    for (index, worker) in app.workers.iter().enumerate() {
+        if worker.process.is_running() {
+            let text = app.worker_metrics(index).await;
+            total += metric_total(&text, "gengate_messages_handled_total");
+        }
     }
     total
 }

@@ -236,16 +236,8 @@ async fn two_workers_create_each_of_five_hundred_jobs_upstream_exactly_once() {
         assert_eq!(per_generation.get(id), Some(&1), "generation {id}");
     }
     // Both workers did their share.
-    for worker in &app.workers {
-        let metrics = app
-            .http
-            .get(format!("{}/metrics", worker.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    for index in 0..app.workers.len() {
+        let metrics = app.worker_metrics(index).await;
         assert!(metrics.contains("gengate_jobs_submitted_total"), "a worker submitted nothing");
     }
     app.assert_reconciled().await;
