@@ -1,5 +1,5 @@
-//! The outbox relay: publishes messages committed to the outbox, with publisher confirms, and marks
-//! them sent. Woken right after a commit — in-process by the request that committed, and through
+//! The outbox relay: publishes messages committed to the outbox, with publisher confirms, and deletes
+//! them. Woken right after a commit — in-process by the request that committed, and through
 //! `LISTEN`/`NOTIFY` in other API processes — with a sweep every second as a fallback (a missed
 //! wake-up, a broker that was down). Several API processes may relay at once: rows are claimed with
 //! `FOR UPDATE SKIP LOCKED`, so each message is published by one of them.
@@ -22,8 +22,6 @@ use tokio_util::sync::CancellationToken;
 const BATCH: i64 = 200;
 /// The fallback sweep.
 const SWEEP: Duration = Duration::from_secs(1);
-/// Sent rows are kept this long for inspection, then deleted.
-const KEEP_SENT_SECS: i64 = 3600;
 
 /// Cross-process `NOTIFY`s are coalesced to one per this long.
 const NOTIFY_EVERY: Duration = Duration::from_millis(50);
@@ -54,7 +52,8 @@ pub fn spawn(
     tokio::spawn(notify_others(pool.clone(), waker.clone(), shutdown.clone()));
     tokio::spawn(async move {
         let mut listener: Option<PgListener> = None;
-        let mut ticks: u64 = 0;
+        // Rows an earlier version marked sent instead of deleting them (none after the first run).
+        let mut purged = false;
         loop {
             if listener.is_none() {
                 listener = listen(&pool).await;
@@ -75,11 +74,11 @@ pub fn spawn(
                     }
                 }
                 _ = tokio::time::sleep(SWEEP) => {
-                    ticks += 1;
-                    if ticks.is_multiple_of(60)
-                        && let Err(err) = outbox::purge_sent(&pool, KEEP_SENT_SECS).await
-                    {
-                        tracing::warn!(error = %err, "purging sent outbox rows failed");
+                    if !purged {
+                        match outbox::purge_sent(&pool).await {
+                            Ok(_) => purged = true,
+                            Err(err) => tracing::warn!(error = %err, "purging sent outbox rows failed"),
+                        }
                     }
                     report_backlog(&pool).await;
                 }
@@ -151,7 +150,7 @@ async fn relay_batch(pool: &PgPool, broker: &Broker) -> Result<Batch, sqlx::Erro
             }
         }
     }
-    outbox::mark_sent(&mut tx, &sent).await?;
+    outbox::delete_sent(&mut tx, &sent).await?;
     if !failed.is_empty() {
         outbox::mark_failed(&mut tx, &failed, &last_error).await?;
         tracing::warn!(failed = failed.len(), error = %last_error, "outbox messages not confirmed; retrying");

@@ -1,6 +1,7 @@
 //! The transactional outbox: messages are written in the same transaction as the state change
-//! that causes them, and a relay publishes them afterwards. A crash between commit and publish
-//! delays a message; it never loses it.
+//! that causes them, and a relay publishes them afterwards and deletes them. A crash between commit
+//! and publish delays a message; it never loses it (and a crash between publish and delete sends it
+//! twice, which every consumer tolerates).
 //!
 //! Relays are woken right after a commit, not by a `NOTIFY` inside the writing transaction:
 //! PostgreSQL serializes the commits of transactions that issued `NOTIFY` (they share a global
@@ -60,12 +61,11 @@ pub async fn claim(tx: &mut Tx, limit: i64) -> Result<Vec<PendingMessage>, sqlx:
     .await
 }
 
-/// Marks messages published.
-pub async fn mark_sent(tx: &mut Tx, ids: &[i64]) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(&mut **tx)
-        .await?;
+/// Deletes messages the broker confirmed, in one statement: a published message has nothing left
+/// to say (the broker has it, and the audit log has its cause). A delete writes less than marking
+/// the row sent would: no new row version, no index entries.
+pub async fn delete_sent(tx: &mut Tx, ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -79,10 +79,10 @@ pub async fn mark_failed(tx: &mut Tx, ids: &[i64], error: &str) -> Result<(), sq
     Ok(())
 }
 
-/// Deletes sent messages older than `seconds` (they are only kept for inspection).
-pub async fn purge_sent(executor: impl PgExecutor<'_>, seconds: i64) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)")
-        .bind(seconds as f64)
+/// Deletes rows marked sent by an earlier version (which kept them an hour for inspection); there
+/// are none once it ran after an upgrade.
+pub async fn purge_sent(executor: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL")
         .execute(executor)
         .await?
         .rows_affected())

@@ -503,6 +503,27 @@ impl TestApp {
         self.http.post(url).json(body).send().await.expect("POST").status()
     }
 
+    /// The job messages of a stack without workers, counted per generation id: once the outbox
+    /// relay has published everything (and deleted it from the outbox), every message is on the
+    /// jobs queue, and they are taken off it here.
+    pub async fn job_messages(&self) -> BTreeMap<String, usize> {
+        eventually("the outbox relayed", Duration::from_secs(30), || async {
+            let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+                .fetch_one(&self.pool)
+                .await
+                .expect("count the outbox");
+            (unsent == 0).then_some(())
+        })
+        .await;
+        let queue = self.broker.topology().queue(gengate_shared::queue::WorkQueue::Jobs);
+        let mut counts = BTreeMap::new();
+        for message in self.broker.drain(&queue).await {
+            let id = message["generation_id"].as_str().expect("a job message names its job");
+            *counts.entry(id.to_owned()).or_default() += 1;
+        }
+        counts
+    }
+
     /// Asserts that the ledger reconciles: every grant, generation, user debt and hold adds up.
     pub async fn assert_reconciled(&self) {
         let report = gengate_shared::ledger::reconcile(&self.pool, None).await.expect("reconcile");

@@ -165,9 +165,9 @@ async fn a_mixed_batch_answers_each_submit_as_if_it_were_alone() {
         sqlx::query_scalar("SELECT id::text FROM generations").fetch_all(&app.pool).await.unwrap();
     assert_eq!(rows.iter().map(String::as_str).collect::<BTreeSet<_>>(), created);
     assert_eq!(rows.len(), created.len());
-    let messages: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&app.pool).await.unwrap();
-    assert_eq!(usize::try_from(messages).unwrap(), created.len(), "one job message per job");
+    let messages = app.job_messages().await;
+    assert_eq!(messages.keys().map(String::as_str).collect::<BTreeSet<_>>(), created);
+    assert!(messages.values().all(|n| *n == 1), "one job message per job: {messages:?}");
 
     assert_eq!(app.balance(&rich).await, COST * (1000 - 60));
     assert_eq!(app.balance(&poor).await, 0);
@@ -293,19 +293,26 @@ async fn an_api_killed_mid_batch_loses_no_accepted_job_and_acknowledges_none_tha
     // Every 202 names a job that exists, with its job message and its credits reserved.
     let accepted: BTreeMap<usize, String> =
         answers.iter().filter_map(|(i, a)| Some((*i, a.clone().ok()?))).collect();
-    let exists: Vec<(String, i64, i64)> = sqlx::query_as(
+    let charged: Vec<(String, i64)> = sqlx::query_as(
         "SELECT g.id::text,
-                (SELECT count(*) FROM outbox o WHERE o.body->>'generation_id' = g.id::text),
                 COALESCE((SELECT -sum(amount) FROM ledger_entries e WHERE e.generation_id = g.id), 0)::bigint
          FROM generations g",
     )
     .fetch_all(&app.pool)
     .await
     .unwrap();
-    let exists: BTreeMap<String, (i64, i64)> =
-        exists.into_iter().map(|(id, messages, charged)| (id, (messages, charged))).collect();
+    let messages = app.job_messages().await;
+    let exists: BTreeMap<String, (usize, i64)> = charged
+        .into_iter()
+        .map(|(id, charged)| (id.clone(), (messages.get(&id).copied().unwrap_or(0), charged)))
+        .collect();
+    // (A relay killed between a publish and its delete sends a message twice: at least once.)
     for (i, id) in &accepted {
-        assert_eq!(exists.get(id), Some(&(1, COST)), "submit {i} was told 202 for {id}");
+        let (messages, charged) = exists.get(id).copied().unwrap_or_default();
+        assert!(
+            messages >= 1 && charged == COST,
+            "submit {i} was told 202 for {id}: {messages} job messages, {charged} charged"
+        );
     }
 
     // A client that got no answer retries with its key: each key ends with exactly one job.
