@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gengate_shared::config::SubmitBatchSettings;
+use gengate_shared::config::GroupCommitSettings;
 use gengate_shared::db;
 use gengate_shared::generation::callback_token::CallbackKeys;
 use gengate_shared::generation::submit::{self, SubmitError, SubmitOutcome, SubmitRequest};
@@ -40,7 +40,7 @@ pub struct SubmitBatcher {
 
 impl SubmitBatcher {
     /// Starts the committer tasks (on the current tokio runtime).
-    pub fn start(pool: PgPool, keys: Arc<CallbackKeys>, settings: &SubmitBatchSettings) -> Self {
+    pub fn start(pool: PgPool, keys: Arc<CallbackKeys>, settings: &GroupCommitSettings) -> Self {
         let (queue, receiver) = mpsc::channel(settings.max_size * settings.transactions * 4);
         let committers = Arc::new(Committers {
             receiver: Mutex::new(receiver),

@@ -483,17 +483,18 @@ pub struct ApiSettings {
     /// all keys used since), instead of a write per request.
     pub key_usage_flush_ms: u64,
     /// Group commit of submits: concurrent submits share one transaction (see docs/design.md).
-    pub submit_batch: SubmitBatchSettings,
+    pub submit_batch: GroupCommitSettings,
 }
 
-/// How concurrent submits are grouped into shared transactions (`[api.submit_batch]`).
+/// How concurrent writes are grouped into shared transactions: the API's submits
+/// (`[api.submit_batch]`) and the worker's transitions (`[worker.group_commit]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SubmitBatchSettings {
-    /// Most submits in one transaction (1: every submit commits alone).
+pub struct GroupCommitSettings {
+    /// Most writes in one transaction (1: every write commits alone).
     pub max_size: usize,
-    /// How long a batch waits for more submits, in microseconds, after its first, while another
-    /// batch is committing; a submit that finds no batch committing goes at once, so a lone
+    /// How long a batch waits for more writes, in microseconds, after its first, while another
+    /// batch is committing; a write that finds no batch committing goes at once, so a lone
     /// client waits for nothing. 0: never wait.
     pub window_us: u64,
     /// Batches committing at once (each holds one database connection while it runs).
@@ -526,6 +527,11 @@ pub struct WorkerSettings {
     pub confirm_webhooks_by_query: Option<bool>,
     /// How often the sweeper looks for jobs stuck past their deadline or with a lost poll.
     pub sweep_interval_ms: u64,
+    /// How often each worker looks in the database for polls that are due and publishes them
+    /// (`poll.task`): a poll is late by at most this much.
+    pub poll_schedule_ms: u64,
+    /// How the transitions of concurrent deliveries share transactions.
+    pub group_commit: GroupCommitSettings,
 }
 
 /// Logs and metrics.
@@ -678,21 +684,25 @@ impl Settings {
                 "api.max_in_flight_requests, key_cache_ttl_ms and key_usage_flush_ms must be positive",
             );
         }
-        let batch = &self.api.submit_batch;
-        if batch.max_size == 0 || batch.transactions == 0 {
-            return fail("api.submit_batch.max_size and transactions must be positive");
-        }
-        if batch.window_us > 100_000 {
-            return fail(
-                "api.submit_batch.window_us is at most 100000 (0.1 s): a batch's wait is every \
-                 one of its submits' latency",
-            );
-        }
-        if batch.transactions > self.database.max_connections as usize {
-            return fail(
-                "api.submit_batch.transactions must not exceed database.max_connections (each \
-                 batch holds a connection)",
-            );
+        for (section, batch) in [
+            ("api.submit_batch", &self.api.submit_batch),
+            ("worker.group_commit", &self.worker.group_commit),
+        ] {
+            if batch.max_size == 0 || batch.transactions == 0 {
+                return fail(&format!("{section}.max_size and transactions must be positive"));
+            }
+            if batch.window_us > 100_000 {
+                return fail(&format!(
+                    "{section}.window_us is at most 100000 (0.1 s): a batch's wait is every one \
+                     of its writes' latency"
+                ));
+            }
+            if batch.transactions > self.database.max_connections as usize {
+                return fail(&format!(
+                    "{section}.transactions must not exceed database.max_connections (each batch \
+                     holds a connection)"
+                ));
+            }
         }
         if self.limits.auth_failures_per_minute < 0.0
             || (self.limits.auth_failures_per_minute > 0.0 && self.limits.auth_failure_burst < 1.0)
@@ -756,9 +766,10 @@ impl Settings {
             || self.worker.poll_intervals_ms.contains(&0)
             || self.worker.late_poll_interval_ms == 0
             || self.worker.sweep_interval_ms == 0
+            || self.worker.poll_schedule_ms == 0
         {
             return fail(
-                "worker.submit_attempts, poll_intervals_ms, late_poll_interval_ms and sweep_interval_ms must be positive",
+                "worker.submit_attempts, poll_intervals_ms, late_poll_interval_ms, sweep_interval_ms and poll_schedule_ms must be positive",
             );
         }
         if self.worker.prefetch == 0 {

@@ -3,7 +3,8 @@
 //!
 //! - `gengate.jobs` → [`handlers`] `job.submit`: create the upstream task;
 //! - `gengate.events` → provider updates (webhooks, polls), failures, cancels: the transitions;
-//! - `gengate.poll` → ask a provider how a task is doing;
+//! - `gengate.poll` → ask a provider how a task is doing (published when due by the
+//!   [`poll_scheduler`]);
 //! - `gengate.archive` → copy a completed generation's result files into storage ([`archive`]);
 //! - the [`sweeper`] re-enqueues what the message flow lost.
 
@@ -11,6 +12,7 @@ pub mod archive;
 pub mod consumer;
 pub mod context;
 pub mod handlers;
+pub mod poll_scheduler;
 pub mod providers;
 pub mod queue_depths;
 pub mod retry;
@@ -68,6 +70,7 @@ pub async fn run(settings: Settings, addr_file: Option<PathBuf>) -> anyhow::Resu
         tasks.spawn(consumer::run(ctx.clone(), queue, in_hand, shutdown.clone(), grace));
     }
     tasks.spawn(sweeper::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(poll_scheduler::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(queue_depths::run(ctx.clone(), shutdown.clone()));
 
     shutdown.cancelled().await;

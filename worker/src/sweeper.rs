@@ -2,7 +2,9 @@
 //! with any number of workers: one sweep runs at a time across all of them (a PostgreSQL advisory
 //! lock), and everything it does is idempotent anyway.
 //!
-//! - A submitted job whose next poll is long overdue (its poll message was lost) gets a poll now.
+//! - A submitted job that nothing polls any more (a broken poll chain) gets a poll now. (A poll
+//!   whose message was lost is published again by the [`poll_scheduler`](crate::poll_scheduler)
+//!   when its lease runs out.)
 //! - A queued job past its deadline (its job message was lost or dead-lettered) fails and is
 //!   refunded; the failure is sent again only if the job is still queued a minute later.
 
@@ -17,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::WorkerContext;
 
-/// A poll this late, or a failure the sweeper sent this long ago for a job still queued, is
-/// considered lost.
+/// A job unpolled this long, or a failure the sweeper sent this long ago for a job still queued,
+/// is considered lost.
 const LOST_AFTER: Duration = Duration::from_secs(60);
 /// Most generations handled per sweep (the next sweep takes the rest).
 const BATCH: i64 = 500;
@@ -62,12 +64,6 @@ pub async fn sweep(ctx: &WorkerContext) -> anyhow::Result<Sweep> {
 
 async fn sweep_locked(ctx: &WorkerContext) -> anyhow::Result<Sweep> {
     let mut sweep = Sweep::default();
-    // Polls that are long overdue: send one now, with the number the lost one had, so if it was
-    // only late the two cannot both run.
-    for (id, poll) in polling::take_overdue(&ctx.pool, LOST_AFTER, BATCH).await? {
-        ctx.broker.send(&Envelope::of(id, &payloads::PollTask { poll }), Route::Now).await?;
-        sweep.polls += 1;
-    }
     // Submitted jobs that nothing polls (a broken poll chain): poll them again. The answer goes
     // through the same transitions as any other, so a job that did settle meanwhile is left as
     // it is.

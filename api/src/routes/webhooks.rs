@@ -5,10 +5,12 @@
 //! the late-success window ago (401 as well), when it carries kie.ai's signature where a signing
 //! key is configured (401), when its body parses with the generation's provider adapter (400),
 //! and when every result URL is allowlisted and in normal form (400). An address past its
-//! failed-authentication limit is answered 429 unless its token is right. Nothing changes at
-//! ingress: an accepted webhook is published to `gengate.events` with publisher confirms, and
-//! only then answered 200; a worker then asks the provider itself before anything moves. If the
-//! broker does not confirm, the answer is 503 and the provider retries later.
+//! failed-authentication limit is answered 429 unless its token is right. A webhook that reports
+//! a task still running changes only the job's progress (for the job's own task), here, with no
+//! message: nothing moves on it. One that reports an ending changes nothing at ingress: it is
+//! published to `gengate.events` with publisher confirms, and only then answered 200; a worker
+//! then asks the provider itself before anything moves. If the broker does not confirm, the
+//! answer is 503 and the provider retries later.
 
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use gengate_http::problem::Problem;
-use gengate_shared::generation::{callback_token, failure, report, store};
+use gengate_shared::generation::{callback_token, failure, polling, report, store};
 use gengate_shared::ids::GenerationId;
 use gengate_shared::providers::{self, ProviderKind, TaskState, kie};
 use gengate_shared::queue::payloads::{self, FailureCause, UpdateSource};
@@ -168,17 +170,28 @@ async fn ingest(
         .into());
     }
 
+    // A task still running ends nothing and moves no money: its progress is recorded here, and
+    // the workers hear only of an ending (two messages fewer per job).
+    match &update.state {
+        TaskState::Queued | TaskState::Running { progress: None } => return Ok(accepted(kind)),
+        TaskState::Running { progress: Some(progress) } => {
+            polling::record_task_progress(&ctx.pool, id, &update.remote_task_id, *progress).await?;
+            return Ok(accepted(kind));
+        }
+        TaskState::Unknown { status } => {
+            tracing::warn!(generation_id = %id, status, "undocumented provider status in a webhook; treated as still running");
+            metrics::counter!("gengate_provider_unknown_status_total", "provider" => kind.as_str(), "status" => status.clone()).increment(1);
+            return Ok(accepted(kind));
+        }
+        TaskState::Failed { .. } | TaskState::Succeeded { .. } => {}
+    }
     let event = payloads::ProviderUpdate {
         source: UpdateSource::Webhook,
         update,
         payload_digest: Some(hex::encode(Sha256::digest(body))),
     };
     match ctx.broker.send(&Envelope::of(id, &event), Route::Now).await {
-        Ok(()) => {
-            metrics::counter!("gengate_webhooks_accepted_total", "provider" => kind.as_str())
-                .increment(1);
-            Ok(axum::Json(json!({"ok": true})).into_response())
-        }
+        Ok(()) => Ok(accepted(kind)),
         Err(err) => {
             rejected("broker_unavailable");
             tracing::warn!(generation_id = %id, error = %err, "webhook not queued; asking the provider to retry");
@@ -191,6 +204,12 @@ async fn ingest(
             .into())
         }
     }
+}
+
+/// The answer to a webhook that was taken in.
+fn accepted(kind: ProviderKind) -> Response {
+    metrics::counter!("gengate_webhooks_accepted_total", "provider" => kind.as_str()).increment(1);
+    axum::Json(json!({"ok": true})).into_response()
 }
 
 /// Whether a kie webhook carries a signature of its task id by `key`, made within the configured

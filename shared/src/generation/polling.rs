@@ -2,9 +2,14 @@
 //! progress it reports. Polls never change a status themselves (their answers go through the
 //! same transitions as webhooks); these columns only say when to ask again.
 //!
+//! Polls are scheduled in the database, not in the broker: `next_poll_at` says when a job's next
+//! poll is due, and each worker's poll scheduler publishes the polls that are due ([`take_due`]),
+//! so a job that ends before its first poll is due (its webhook came first) never costs a poll
+//! message.
+//!
 //! One poll chain per job: each `poll.task` message carries its number, and a poll [`claim`]s its
-//! number (`polls = n → n + 1`) before it asks the provider, so a duplicate (the sweeper re-sent
-//! a poll that was only late, a redelivery) finds its number taken and ends.
+//! number (`polls = n → n + 1`) before it asks the provider, so a duplicate (a poll published
+//! again after its lease ran out, a redelivery) finds its number taken and ends.
 
 use std::time::Duration;
 
@@ -147,22 +152,46 @@ pub async fn record_progress(
     Ok(())
 }
 
-/// Polls overdue by more than `lost_after` (their message was lost), at most `limit`, oldest
-/// first: each is marked due now, so the next sweep leaves it alone unless this one is lost too.
-/// Returns each job with the number its lost poll had.
-pub async fn take_overdue(
+/// Records the progress a webhook reported for the task of a submitted job: only if the job's
+/// recorded task is the one the webhook names (a report about another task changes nothing).
+/// Progress moves no money and ends nothing, so webhook ingress records it itself, in one
+/// statement, without a message to the workers.
+pub async fn record_task_progress(
     executor: impl PgExecutor<'_>,
-    lost_after: Duration,
+    id: GenerationId,
+    remote_task_id: &str,
+    progress: u8,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE generations SET progress = $2
+         WHERE id = $1 AND status = $3 AND remote_task_id = $4 AND progress IS DISTINCT FROM $2",
+    )
+    .bind(id)
+    .bind(i16::from(progress.min(100)))
+    .bind(GenerationStatus::Submitted)
+    .bind(remote_task_id)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Polls that are due, at most `limit`, soonest first: each is leased for `lease` (its
+/// `next_poll_at` moved that far ahead), so that no other scheduler publishes it meanwhile, and,
+/// if its message is lost, it is due again once the lease runs out. Rows another scheduler is
+/// taking are skipped. Returns each job with the number of the poll to publish.
+pub async fn take_due(
+    executor: impl PgExecutor<'_>,
+    lease: Duration,
     limit: i64,
 ) -> Result<Vec<(GenerationId, i32)>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE generations SET next_poll_at = now()
+        "UPDATE generations SET next_poll_at = now() + make_interval(secs => $1)
          WHERE id IN (SELECT id FROM generations
-                      WHERE next_poll_at < now() - make_interval(secs => $1)
-                      ORDER BY next_poll_at LIMIT $2)
+                      WHERE next_poll_at <= now()
+                      ORDER BY next_poll_at LIMIT $2 FOR UPDATE SKIP LOCKED)
          RETURNING id, polls",
     )
-    .bind(lost_after.as_secs_f64())
+    .bind(lease.as_secs_f64())
     .bind(limit)
     .fetch_all(executor)
     .await

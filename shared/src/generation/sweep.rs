@@ -1,6 +1,6 @@
 //! What the sweeper asks of the database: one sweep at a time across all workers (an advisory
-//! lock), and the queued jobs past their deadline that no worker will ever submit. (Overdue
-//! polls are [`polling::take_overdue`](super::polling::take_overdue).)
+//! lock), and the queued jobs past their deadline that no worker will ever submit. (Polls that are
+//! due are [`polling::take_due`](super::polling::take_due).)
 
 use std::time::Duration;
 

@@ -24,8 +24,6 @@ use gengate_shared::queue::{BrokerError, Envelope, MessageKind, PayloadError};
 use crate::context::WorkerContext;
 use crate::providers::ProviderClient;
 
-pub use poll::schedule_poll;
-
 /// What became of a message.
 #[derive(Debug)]
 pub enum Outcome {

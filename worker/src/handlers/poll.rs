@@ -1,12 +1,11 @@
 //! `poll.task`: ask the provider how a task is doing. A terminal answer becomes the same event a
-//! webhook would make; otherwise the next poll is scheduled through the delay tiers, with growing
-//! pauses. At the deadline an unfinished job fails and is refunded here. After a failure (the
+//! webhook would make; otherwise the next poll is scheduled in the database, with growing pauses,
+//! and published when due by the [`poll_scheduler`](crate::poll_scheduler). At the deadline an unfinished job fails and is refunded here. After a failure (the
 //! deadline's or the provider's own) polling goes on at a slow rate for the late-success window,
 //! so a success that comes late still restores the charge.
 //!
 //! One poll chain per job (see `gengate_shared::generation::polling`): a poll claims its number
-//! before it asks the provider, so a duplicate ends. A poll that arrives before it is due (its
-//! pause was longer than the longest delay tier) goes back to wait for the rest.
+//! before it asks the provider, so a duplicate ends.
 
 use std::time::Duration;
 
@@ -14,10 +13,9 @@ use gengate_shared::generation::GenerationStatus;
 use gengate_shared::generation::failure::{Failure, FailureKind};
 use gengate_shared::generation::polling;
 use gengate_shared::generation::transitions::Transition;
-use gengate_shared::ids::GenerationId;
 use gengate_shared::providers::{ProviderError, TaskRef, TaskState};
 use gengate_shared::queue::payloads::{self, UpdateSource};
-use gengate_shared::queue::{BrokerError, Envelope, Route};
+use gengate_shared::queue::{Envelope, Route};
 use time::OffsetDateTime;
 
 use super::{HandlerError, Outcome, cause, fail_job, load, provider_of};
@@ -35,13 +33,6 @@ pub(super) async fn handle(
         return Ok(Outcome::Done);
     }
     let now = OffsetDateTime::now_utc();
-    if let Some(due) = job.next_poll_at
-        && due > now + Duration::from_secs(1)
-    {
-        let rest = (due - now).unsigned_abs();
-        schedule_poll(ctx, job.id, number, rest).await?;
-        return Ok(Outcome::Done);
-    }
     let window = Duration::from_millis(ctx.settings.worker.reconcile_window_ms);
     let (Some(remote_task_id), true) =
         (job.remote_task_id.clone(), polling::continues(&job, now, window))
@@ -120,18 +111,7 @@ pub(super) async fn handle(
         let index = usize::try_from(number).unwrap_or(0).min(intervals.len() - 1);
         intervals[index]
     });
+    // The poll scheduler publishes the next one when it is due.
     polling::schedule_next(&ctx.pool, job.id, pause).await?;
-    schedule_poll(ctx, job.id, number + 1, pause).await?;
     Ok(Outcome::Done)
-}
-
-/// Schedules poll number `poll` of a generation after `delay`.
-pub async fn schedule_poll(
-    ctx: &WorkerContext,
-    id: GenerationId,
-    poll: i32,
-    delay: Duration,
-) -> Result<(), BrokerError> {
-    let message = Envelope::of(id, &payloads::PollTask { poll });
-    ctx.broker.send(&message, Route::Delayed(delay)).await
 }

@@ -20,7 +20,7 @@ use gengate_shared::providers::{ProviderError, TaskRequest};
 use gengate_shared::queue::{Envelope, payloads};
 use serde_json::json;
 
-use super::{HandlerError, Outcome, bad_row, cause, fail_job, load, provider_of, schedule_poll};
+use super::{HandlerError, Outcome, bad_row, cause, fail_job, load, provider_of};
 use crate::context::WorkerContext;
 use crate::retry::RetryPolicies;
 
@@ -141,11 +141,12 @@ async fn record_submitted(
         moved
     })
     .await?;
-    let poll_now = match moved {
+    // The first poll is due in the database now (set with the transition): the poll scheduler
+    // publishes it then, unless the job has ended by that time.
+    match moved {
         Some(_) => {
             metrics::counter!("gengate_jobs_submitted_total", "provider" => job.provider.as_str())
                 .increment(1);
-            true
         }
         None => {
             // The job moved on while the provider was answering (canceled, or failed by an early
@@ -159,13 +160,6 @@ async fn record_submitted(
                 ?status,
                 "the job changed while its task was being created"
             );
-            status == Some(GenerationStatus::Failed)
-        }
-    };
-    if poll_now {
-        // If this publish is lost, the sweeper finds the overdue poll and schedules it.
-        if let Err(err) = schedule_poll(ctx, job.id, 0, first_poll).await {
-            tracing::warn!(error = %err, "first poll not scheduled; the sweeper will");
         }
     }
     Ok(Outcome::Done)

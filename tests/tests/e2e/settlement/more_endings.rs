@@ -142,12 +142,13 @@ async fn a_postpaid_job_is_charged_once_on_success_and_never_on_failure() {
 }
 
 #[tokio::test]
-async fn a_job_whose_poll_was_lost_is_found_by_the_sweeper() {
+async fn a_job_whose_poll_was_lost_is_polled_again_once_its_lease_runs_out() {
     let app = TestApp::builder().webhook_only().workers(1).spawn().await;
     let user = app.create_user(1000).await;
     let id = app.submit_ok(&user, &sora("forgotten [[sim:no-callback]]")).await;
     app.wait_for_status(&user, &id, "submitted", WAIT).await;
-    // Its next poll is a minute away; make it look lost (long overdue), as after a broker loss.
+    // Its next poll is a minute away; make it look published and lost (its lease long run out),
+    // as after a broker loss: the poll scheduler publishes it again.
     sqlx::query(
         "UPDATE generations SET next_poll_at = now() - interval '10 minutes' WHERE id = $1::uuid",
     )
