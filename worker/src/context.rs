@@ -10,6 +10,7 @@ use gengate_shared::storage::Storage;
 use sqlx::PgPool;
 
 use crate::archive::fetch::Fetcher;
+use crate::commits::Commits;
 use crate::providers::Registry;
 use crate::retry::RetryPolicies;
 
@@ -34,10 +35,13 @@ pub struct WorkerContext {
     pub fetcher: Fetcher,
     /// How each kind of work is tried again.
     pub retry: RetryPolicies,
+    /// The transactions the handlers' transitions share.
+    pub commits: Commits,
 }
 
 impl WorkerContext {
-    /// Bundles the handles; fails when the settings lack what the worker needs.
+    /// Bundles the handles and starts the committer tasks (on the current tokio runtime); fails
+    /// when the settings lack what the worker needs.
     pub fn new(settings: Settings, pool: PgPool, broker: Broker) -> anyhow::Result<Self> {
         let callback_keys =
             CallbackKeys::required(&settings.webhook).map_err(anyhow::Error::msg)?;
@@ -46,6 +50,7 @@ impl WorkerContext {
         let storage = Storage::from_settings(&settings)?;
         let fetcher = Fetcher::new(&settings.archive, allowlist.clone())?;
         Ok(Self {
+            commits: Commits::start(pool.clone(), &settings.worker.group_commit),
             retry: RetryPolicies::from_settings(&settings),
             settings: Arc::new(settings),
             pool,

@@ -9,6 +9,7 @@
 //! - the [`sweeper`] re-enqueues what the message flow lost.
 
 pub mod archive;
+pub mod commits;
 pub mod consumer;
 pub mod context;
 pub mod handlers;

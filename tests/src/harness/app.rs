@@ -503,10 +503,29 @@ impl TestApp {
         self.http.post(url).json(body).send().await.expect("POST").status()
     }
 
-    /// The job messages of a stack without workers, counted per generation id: once the outbox
-    /// relay has published everything (and deleted it from the outbox), every message is on the
-    /// jobs queue, and they are taken off it here.
-    pub async fn job_messages(&self) -> BTreeMap<String, usize> {
+    /// Messages waiting in each work queue (by suffix: `jobs`, `events`, …) and in the delay
+    /// queues (`delay`); `None` while the broker cannot tell (a queue that cannot be counted is
+    /// not taken for empty).
+    pub async fn queue_depths(&self) -> Option<BTreeMap<&'static str, u32>> {
+        use gengate_shared::queue::WorkQueue;
+        let mut depths = BTreeMap::new();
+        let channel = async { self.broker.broker().await.channel().await }.await.ok()?;
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        let topology = self.broker.topology();
+        let mut names: Vec<(&'static str, String)> =
+            WorkQueue::ALL.iter().map(|q| (q.suffix(), topology.queue(*q))).collect();
+        for tier in topology.delay_tiers() {
+            names.push(("delay", topology.delay_queue(*tier)));
+        }
+        for (label, name) in names {
+            let q = channel.queue_declare(name.into(), passive, Default::default()).await.ok()?;
+            *depths.entry(label).or_default() += q.message_count();
+        }
+        Some(depths)
+    }
+
+    /// Waits until the outbox relay has published (and deleted) every message in the outbox.
+    pub async fn job_messages_published(&self) {
         eventually("the outbox relayed", Duration::from_secs(30), || async {
             let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
                 .fetch_one(&self.pool)
@@ -515,6 +534,13 @@ impl TestApp {
             (unsent == 0).then_some(())
         })
         .await;
+    }
+
+    /// The job messages of a stack without workers, counted per generation id: once the outbox
+    /// relay has published everything (and deleted it from the outbox), every message is on the
+    /// jobs queue, and they are taken off it here.
+    pub async fn job_messages(&self) -> BTreeMap<String, usize> {
+        self.job_messages_published().await;
         let queue = self.broker.topology().queue(gengate_shared::queue::WorkQueue::Jobs);
         let mut counts = BTreeMap::new();
         for message in self.broker.drain(&queue).await {

@@ -169,6 +169,13 @@ impl Process {
             .expect("wait for process")
     }
 
+    /// The exit status, if the process has ended by itself (it is then no longer running).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().expect("poll the process")?;
+        self.child = None;
+        Some(status)
+    }
+
     /// SIGKILL: the process dies mid-flight, as in a crash.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,7 +1,8 @@
 //! Group commit of submits (`api.submit_batch`): concurrent submits share one transaction, yet
 //! each request gets exactly the answer it would get alone, a refused one never fails or delays
 //! its neighbours, and a crash of the API mid-batch loses no accepted job and acknowledges no job
-//! that does not exist.
+//! that does not exist. Group commit of the workers' transitions (`worker.group_commit`): a worker
+//! that dies between a batch's commit and its acknowledgements applies nothing twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use gengate_tests::harness::eventually;
 use gengate_tests::harness::metrics::metric_value;
 use gengate_tests::{TestApp, TestUser};
 use serde_json::{Value, json};
@@ -337,5 +339,86 @@ async fn an_api_killed_mid_batch_loses_no_accepted_job_and_acknowledges_none_tha
     let total: i64 =
         sqlx::query_scalar("SELECT count(*) FROM generations").fetch_one(&app.pool).await.unwrap();
     assert_eq!(usize::try_from(total).unwrap(), ids.len(), "no job beyond the keys' own");
+    app.assert_reconciled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_between_a_batch_commit_and_its_acks_applies_nothing_twice() {
+    const JOBS: usize = 24;
+    let mut app = TestApp::builder()
+        .env("GENGATE__LIMITS__RATE_LIMIT_PER_SECOND", "0")
+        .env("GENGATE__LIMITS__DEFAULT_MAX_IN_FLIGHT", "1000")
+        .spawn()
+        .await;
+    let user = app.create_user(COST * 100).await;
+    // Submitted while no worker runs: the first worker takes them all at once, so its writes
+    // share batches.
+    let ids: Vec<String> = join_all((0..JOBS).map(|i| {
+        let (app, user) = (&app, &user);
+        async move { app.submit_ok(user, &job(&format!("crash {i}"))).await }
+    }))
+    .await;
+    app.job_messages_published().await;
+
+    // Workers that die right after their nth batch commits, before any writer is answered (so
+    // before any of their deliveries is acknowledged): the first after its second batch, then
+    // later and later, until the jobs are done.
+    let mut crashes = 0;
+    for at in [2, 3, 4, 6, 8] {
+        let crash = format!("worker.batch_committed@{at}");
+        let index = app.start_worker_with(&[("GENGATE_CRASH_POINTS", &crash)]).await;
+        let crashed =
+            eventually("the worker to crash or the jobs to end", Duration::from_secs(60), || {
+                let exited = app.workers[index].process.exited();
+                let pool = app.pool.clone();
+                async move {
+                    if let Some(status) = exited {
+                        return Some(Some(status));
+                    }
+                    let open: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM generations WHERE status <> 'completed'",
+                    )
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                    (open == 0).then_some(None)
+                }
+            })
+            .await;
+        let Some(status) = crashed else { break };
+        assert!(!status.success(), "the worker aborted: {status}");
+        let log = app.workers[index].process.log_tail(200);
+        assert!(log.contains("crash point worker.batch_committed reached"), "{log}");
+        crashes += 1;
+        if crashes == 1 {
+            // Its second batch committed (something is written), yet no delivery was
+            // acknowledged: every job message is back on the queue.
+            let attempted: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM generations WHERE submit_attempts > 0")
+                    .fetch_one(&app.pool)
+                    .await
+                    .unwrap();
+            assert!(attempted > 0, "the crashed worker committed nothing");
+            let depths = app.queue_depths().await.expect("queue depths");
+            assert_eq!(depths["jobs"], u32::try_from(JOBS).unwrap(), "{depths:?}");
+        }
+    }
+    assert!(crashes >= 2, "only {crashes} workers crashed");
+
+    // A worker without a crash point finishes the work: every job completed, charged once.
+    app.start_worker().await;
+    for id in &ids {
+        app.wait_for_status(&user, id, "completed", Duration::from_secs(60)).await;
+        app.assert_charged_once(id, COST).await;
+    }
+    let applied_twice: Vec<(String, String)> = sqlx::query_as(
+        "SELECT generation_id::text, to_status::text FROM generation_events
+         WHERE to_status IS NOT NULL GROUP BY 1, 2 HAVING count(*) > 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(applied_twice.is_empty(), "transitions applied twice: {applied_twice:?}");
+    assert_eq!(app.balance(&user).await, COST * (100 - i64::try_from(JOBS).unwrap()));
     app.assert_reconciled().await;
 }

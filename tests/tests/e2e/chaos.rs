@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gengate_shared::ledger;
-use gengate_shared::queue::WorkQueue;
 use gengate_sim::{Rates, SimConfig};
 use gengate_tests::harness::metrics::metric_total;
 use gengate_tests::harness::{restart_postgres, restart_rabbitmq, service_restarts_skipped};
@@ -353,25 +352,6 @@ async fn submit_until_answered(
     }
 }
 
-/// Messages waiting in each work queue and in the delay queues; `None` while the broker cannot
-/// tell (a queue that cannot be counted is not taken for empty).
-async fn queue_depths(app: &TestApp) -> Option<BTreeMap<&'static str, u32>> {
-    let mut depths = BTreeMap::new();
-    let channel = async { app.broker.broker().await.channel().await }.await.ok()?;
-    let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
-    let topology = app.broker.topology();
-    let mut names: Vec<(&'static str, String)> =
-        WorkQueue::ALL.iter().map(|q| (q.suffix(), topology.queue(*q))).collect();
-    for tier in topology.delay_tiers() {
-        names.push(("delay", topology.delay_queue(*tier)));
-    }
-    for (label, name) in names {
-        let q = channel.queue_declare(name.into(), passive, Default::default()).await.ok()?;
-        *depths.entry(label).or_default() += q.message_count();
-    }
-    Some(depths)
-}
-
 /// Messages the running workers have handled (`gengate_messages_handled_total`, every queue and
 /// outcome), as their metrics say.
 async fn messages_handled(app: &TestApp) -> u64 {
@@ -410,7 +390,7 @@ async fn wait_for_quiescence(app: &TestApp, seed: u64) {
                 .fetch_one(&app.pool)
                 .await
                 .unwrap();
-        let queued = queue_depths(app).await;
+        let queued = app.queue_depths().await;
         // Result files still waiting for their copy into storage.
         let copying: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM generation_videos WHERE archive_status = 'pending'",

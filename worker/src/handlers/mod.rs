@@ -158,7 +158,7 @@ fn bad_row(job: &Job, what: &str, err: impl std::fmt::Display) -> HandlerError {
 }
 
 /// The one way the worker fails a job: `transition` (which leads to `failed`) with its refund or
-/// hold release, in one transaction; counted and logged once it committed. `false`: the job had
+/// hold release, in one transaction (group-committed); counted and logged once it committed. `false`: the job had
 /// already moved on (another delivery got there first), and nothing changed but the audit log.
 async fn fail_job(
     ctx: &WorkerContext,
@@ -167,10 +167,14 @@ async fn fail_job(
     cause: &Cause,
     failure: &Failure,
 ) -> Result<bool, HandlerError> {
-    let failed = db::transaction!(&ctx.pool, LedgerError, |tx| {
-        settle::fail(tx, id, transition, cause, failure).await?
-    })
-    .await?;
+    let (audit, reason) = (cause.clone(), failure.clone());
+    let failed = ctx
+        .commits
+        .run(id, move |tx| {
+            let (audit, reason) = (audit.clone(), reason.clone());
+            Box::pin(async move { Ok(settle::fail(tx, id, transition, &audit, &reason).await?) })
+        })
+        .await?;
     let Some(failed) = failed else { return Ok(false) };
     let code = failure.kind.code();
     metrics::counter!("gengate_jobs_failed_total", "code" => code, "cause" => cause.kind)

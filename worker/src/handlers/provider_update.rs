@@ -14,14 +14,11 @@
 //! provider) comes back a few times first, then polling takes over.
 
 use gengate_shared::catalogue::settle_by_usage;
-use gengate_shared::db;
 use gengate_shared::generation::GenerationStatus;
 use gengate_shared::generation::failure::{Failure, FailureKind};
 use gengate_shared::generation::job::Job;
 use gengate_shared::generation::transitions::{self, Cause, Transition};
 use gengate_shared::generation::{polling, settle};
-use gengate_shared::ledger::LedgerError;
-use gengate_shared::outbox;
 use gengate_shared::providers::{ProviderError, ResultFile, TaskRef, TaskState, TaskUpdate};
 use gengate_shared::queue::Envelope;
 use gengate_shared::queue::payloads::{self, UpdateSource};
@@ -239,29 +236,41 @@ async fn succeeded(
     detail["usage"] = json!(usage);
     detail["final_cost"] = json!(final_cost);
     audit.detail = Some(detail);
-    let completed = db::transaction!(&ctx.pool, LedgerError, |tx| {
-        settle::complete(tx, job.id, &audit, &files, final_cost).await?
-    })
-    .await?;
+    // Completed, its polls stop in the same transaction; the copy of its files is in the outbox,
+    // so the relays are woken after the commit rather than left to their sweep.
+    let id = job.id;
+    let completed = ctx
+        .commits
+        .run_waking_relays(id, move |tx| {
+            let (audit, files) = (audit.clone(), files.clone());
+            Box::pin(async move {
+                let completed = settle::complete(tx, id, &audit, &files, final_cost).await?;
+                if completed.is_some() {
+                    polling::stop(&mut **tx, id).await?;
+                }
+                Ok(completed)
+            })
+        })
+        .await?;
     if let Some(completed) = completed {
         let late = completed.generation.from == GenerationStatus::Failed;
         tracing::info!(late, debt_added = completed.debt_added, "completed");
         metrics::counter!("gengate_jobs_completed_total", "provider" => job.provider.as_str(), "late" => late.to_string()).increment(1);
-        polling::stop(&ctx.pool, job.id).await?;
-        // The copy of its files is in the outbox: wake the relays rather than wait for a sweep.
-        if let Err(err) = outbox::notify(&ctx.pool).await {
-            tracing::debug!(error = %err, "outbox NOTIFY not sent; the relays sweep");
-        }
     }
     Ok(Outcome::Done)
 }
 
 /// Writes an audit row without changing anything else.
 async fn record_only(ctx: &WorkerContext, job: &Job, audit: &Cause) -> Result<(), HandlerError> {
-    db::transaction!(&ctx.pool, HandlerError, |tx| {
-        transitions::record(tx, job.id, Some(job.status), None, audit).await?
-    })
-    .await
+    let (id, status, audit) = (job.id, job.status, audit.clone());
+    ctx.commits
+        .run(id, move |tx| {
+            let audit = audit.clone();
+            Box::pin(
+                async move { Ok(transitions::record(tx, id, Some(status), None, &audit).await?) },
+            )
+        })
+        .await
 }
 
 fn digest_bytes(hex_digest: &str) -> Option<[u8; 32]> {

@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use backon::Retryable;
-use gengate_shared::db;
 use gengate_shared::generation::GenerationStatus;
 use gengate_shared::generation::callback_token;
 use gengate_shared::generation::failure::{Failure, FailureKind};
@@ -62,7 +61,12 @@ pub(super) async fn handle(
     // Built before the attempt is counted: a job the worker cannot describe is not attempted.
     let request = task_request(ctx, &job)?;
     // Count the attempt before calling: after a crash, the next delivery knows to look first.
-    polling::count_submit_attempt(&ctx.pool, job.id).await?;
+    let id = job.id;
+    ctx.commits
+        .run(id, move |tx| {
+            Box::pin(async move { Ok(polling::count_submit_attempt(&mut **tx, id).await?) })
+        })
+        .await?;
 
     let create = || async { provider.create_task(&request).await };
     let created = create
@@ -132,15 +136,21 @@ async fn record_submitted(
     audit.detail =
         Some(json!({"remote_task_id": remote_task_id, "how": how, "attempt": envelope.attempt}));
     let changes = Changes { remote_task_id: Some(remote_task_id.to_owned()), ..Changes::default() };
-    let moved = db::transaction!(&ctx.pool, HandlerError, |tx| {
-        let moved =
-            transitions::transition(tx, job.id, Transition::Accept, &audit, &changes).await?;
-        if moved.is_some() {
-            polling::start(tx, job.id, first_poll).await?;
-        }
-        moved
-    })
-    .await?;
+    let id = job.id;
+    let moved = ctx
+        .commits
+        .run(id, move |tx| {
+            let (audit, changes) = (audit.clone(), changes.clone());
+            Box::pin(async move {
+                let moved =
+                    transitions::transition(tx, id, Transition::Accept, &audit, &changes).await?;
+                if moved.is_some() {
+                    polling::start(tx, id, first_poll).await?;
+                }
+                Ok(moved)
+            })
+        })
+        .await?;
     // The first poll is due in the database now (set with the transition): the poll scheduler
     // publishes it then, unless the job has ended by that time.
     match moved {
