@@ -37,6 +37,18 @@ type Output = Box<dyn Any + Send>;
 type Body =
     Box<dyn for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<Output, HandlerError>> + Send>;
 
+/// A transaction body: what a handler's transition does in the transaction it is given. It may run
+/// more than once (after a deadlock), so it clones what it captures into each run.
+pub trait TxBody<T>:
+    for<'t> Fn(&'t mut Tx) -> BoxFuture<'t, Result<T, HandlerError>> + Send + Sync + 'static
+{
+}
+
+impl<T, B> TxBody<T> for B where
+    B: for<'t> Fn(&'t mut Tx) -> BoxFuture<'t, Result<T, HandlerError>> + Send + Sync + 'static
+{
+}
+
 /// One transaction body waiting for its batch.
 struct Pending {
     /// The generation it changes.
@@ -74,7 +86,7 @@ impl Commits {
     pub async fn run<T, B>(&self, generation: GenerationId, body: B) -> Result<T, HandlerError>
     where
         T: Send + 'static,
-        B: for<'t> Fn(&'t mut Tx) -> BoxFuture<'t, Result<T, HandlerError>> + Send + Sync + 'static,
+        B: TxBody<T>,
     {
         self.run_inner(generation, body, false).await
     }
@@ -88,7 +100,7 @@ impl Commits {
     ) -> Result<T, HandlerError>
     where
         T: Send + 'static,
-        B: for<'t> Fn(&'t mut Tx) -> BoxFuture<'t, Result<T, HandlerError>> + Send + Sync + 'static,
+        B: TxBody<T>,
     {
         self.run_inner(generation, body, true).await
     }
@@ -101,7 +113,7 @@ impl Commits {
     ) -> Result<T, HandlerError>
     where
         T: Send + 'static,
-        B: for<'t> Fn(&'t mut Tx) -> BoxFuture<'t, Result<T, HandlerError>> + Send + Sync + 'static,
+        B: TxBody<T>,
     {
         let body = Arc::new(body);
         let output = db::retry_transient(|| {

@@ -2,7 +2,7 @@
 //! with any number of workers: one sweep runs at a time across all of them (a PostgreSQL advisory
 //! lock), and everything it does is idempotent anyway.
 //!
-//! - A submitted job that nothing polls any more (a broken poll chain) gets a poll now. (A poll
+//! - A submitted job that nothing polls any more (a broken poll chain) is made due for a poll. (A poll
 //!   whose message was lost is published again by the [`poll_scheduler`](crate::poll_scheduler)
 //!   when its lease runs out.)
 //! - A queued job past its deadline (its job message was lost or dead-lettered) fails and is
@@ -64,12 +64,11 @@ pub async fn sweep(ctx: &WorkerContext) -> anyhow::Result<Sweep> {
 
 async fn sweep_locked(ctx: &WorkerContext) -> anyhow::Result<Sweep> {
     let mut sweep = Sweep::default();
-    // Submitted jobs that nothing polls (a broken poll chain): poll them again. The answer goes
-    // through the same transitions as any other, so a job that did settle meanwhile is left as
-    // it is.
-    for (id, poll) in polling::take_unpolled(&ctx.pool, LOST_AFTER, BATCH).await? {
+    // Submitted jobs that nothing polls (a broken poll chain): their poll is made due now, and
+    // the poll scheduler publishes it. The answer goes through the same transitions as any
+    // other, so a job that did settle meanwhile is left as it is.
+    for id in polling::take_unpolled(&ctx.pool, LOST_AFTER, BATCH).await? {
         tracing::warn!(generation_id = %id, "a submitted job was no longer polled; polling it again");
-        ctx.broker.send(&Envelope::of(id, &payloads::PollTask { poll }), Route::Now).await?;
         sweep.polls += 1;
     }
     // Queued jobs past their deadline never reached a provider: fail them (through the same event

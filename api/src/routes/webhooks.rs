@@ -175,7 +175,7 @@ async fn ingest(
     match &update.state {
         TaskState::Queued | TaskState::Running { progress: None } => return Ok(accepted(kind)),
         TaskState::Running { progress: Some(progress) } => {
-            polling::record_task_progress(&ctx.pool, id, &update.remote_task_id, *progress).await?;
+            polling::record_progress(&ctx.pool, id, &update.remote_task_id, *progress).await?;
             return Ok(accepted(kind));
         }
         TaskState::Unknown { status } => {

@@ -137,26 +137,11 @@ pub async fn stop_canceled(
     Ok(())
 }
 
-/// Records the progress (percent, capped at 100) a provider reported for a submitted job.
+/// Records the progress (percent, capped at 100) a provider reported for the task of a submitted
+/// job: only if the job's recorded task is `remote_task_id` (a report about another task changes
+/// nothing), and without a write when it is unchanged. Progress moves no money and ends nothing:
+/// webhook ingress records it itself, without a message to the workers, and so does a poll.
 pub async fn record_progress(
-    executor: impl PgExecutor<'_>,
-    id: GenerationId,
-    progress: u8,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE generations SET progress = $2 WHERE id = $1 AND status = $3")
-        .bind(id)
-        .bind(i16::from(progress.min(100)))
-        .bind(GenerationStatus::Submitted)
-        .execute(executor)
-        .await?;
-    Ok(())
-}
-
-/// Records the progress a webhook reported for the task of a submitted job: only if the job's
-/// recorded task is the one the webhook names (a report about another task changes nothing).
-/// Progress moves no money and ends nothing, so webhook ingress records it itself, in one
-/// statement, without a message to the workers.
-pub async fn record_task_progress(
     executor: impl PgExecutor<'_>,
     id: GenerationId,
     remote_task_id: &str,
@@ -200,13 +185,13 @@ pub async fn take_due(
 /// Submitted jobs that nothing polls any more: no poll scheduled, unchanged for `lost_after`, and
 /// not re-armed in the last `lost_after`; at most `limit`, oldest first. A submitted job is polled
 /// until it ends, so this is a broken poll chain (a poll stopped for a success whose event never
-/// settled the job, after a crash or an outage between the two). Each is marked due now; returns
-/// each with its poll number, so a poll sent for it cannot run twice.
+/// settled the job, after a crash or an outage between the two). Each is marked due now, for the
+/// poll scheduler to publish ([`take_due`]); returns their ids.
 pub async fn take_unpolled(
     executor: impl PgExecutor<'_>,
     lost_after: Duration,
     limit: i64,
-) -> Result<Vec<(GenerationId, i32)>, sqlx::Error> {
+) -> Result<Vec<GenerationId>, sqlx::Error> {
     // The status is spelled in the statement (not bound) so that the planner can use the partial
     // indexes on jobs in flight.
     let submitted = GenerationStatus::Submitted.as_str();
@@ -217,9 +202,9 @@ pub async fn take_unpolled(
                         AND updated_at < now() - make_interval(secs => $1)
                         AND (swept_at IS NULL OR swept_at < now() - make_interval(secs => $1))
                       ORDER BY updated_at LIMIT $2)
-         RETURNING id, polls"
+         RETURNING id"
     );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(lost_after.as_secs_f64())
         .bind(limit)
         .fetch_all(executor)

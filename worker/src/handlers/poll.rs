@@ -70,7 +70,8 @@ pub(super) async fn handle(
         }
         Ok(update) => match &update.state {
             TaskState::Running { progress: Some(progress) } => {
-                polling::record_progress(&ctx.pool, job.id, *progress).await?;
+                polling::record_progress(&ctx.pool, job.id, &update.remote_task_id, *progress)
+                    .await?;
             }
             TaskState::Unknown { status } => {
                 tracing::warn!(

@@ -4,7 +4,7 @@
 //! - success on `failed` → `completed`, the refund undone (restore);
 //! - failure on `submitted` → `failed`, refunded; so is a success whose result URL is refused
 //!   (`result_rejected`) or that has no result (`empty_result`);
-//! - progress → `progress` only; anything on `completed`/`canceled` → the audit log only.
+//! - anything on `completed`/`canceled` → the audit log only.
 //!
 //! Money moves only on the provider's own answer. An update from a poll is that answer (the
 //! worker asked the provider by the task id it recorded). A webhook is a hint and never evidence:
@@ -54,22 +54,11 @@ pub(super) async fn handle(
         return Ok(Outcome::Done);
     }
 
-    match &update.state {
-        TaskState::Queued => return Ok(Outcome::Done),
-        TaskState::Running { progress } => {
-            if let Some(progress) = progress
-                && job.remote_task_id.is_some()
-            {
-                polling::record_progress(&ctx.pool, job.id, *progress).await?;
-            }
-            return Ok(Outcome::Done);
-        }
-        TaskState::Unknown { status } => {
-            tracing::warn!(status, "undocumented provider status; treated as still running");
-            metrics::counter!("gengate_provider_unknown_status_total", "provider" => job.provider.as_str(), "status" => status.clone()).increment(1);
-            return Ok(Outcome::Done);
-        }
-        TaskState::Failed { .. } | TaskState::Succeeded { .. } => {}
+    // Only endings are published: webhook ingress records a running task's progress itself, and
+    // polls publish terminal answers only. (An earlier version also published progress; such a
+    // message, still queued after an upgrade, has nothing left to do.)
+    if !update.state.has_ended() {
+        return Ok(Outcome::Done);
     }
 
     // Nothing a provider says changes a completed or canceled job, nor makes a failed one fail
