@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::broker::{TestBroker, amqp_url};
 use super::db::TestDatabase;
 use super::eventually;
-use super::process::{Process, binary, log_dir};
+use super::process::{Process, binary, free_address, log_dir};
 use super::s3::S3Server;
 use gengate_sim::{SimConfig, SimHandle, Simulator};
 
@@ -172,12 +172,6 @@ impl TestAppBuilder {
         }
         app
     }
-}
-
-/// A free address on loopback: bound, and let go for the process about to take it.
-fn free_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").to_string()
 }
 
 /// A user of the stack under test and their API key.

@@ -200,3 +200,22 @@ fn signal(pid: u32, name: &str) {
     let _ =
         std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
 }
+
+/// `127.0.0.1:PORT` with a port free now, for a process that binds it a moment later (when its
+/// address must be known before it starts: the API's callback URLs, s3s-fs's endpoint). The port is
+/// drawn below the kernel's ephemeral range, which the kernel never hands out by itself: a port
+/// from `bind(0)` could be given to another process (a worker's health server, an outgoing
+/// connection) before ours binds it, and that process would start with "Address already in use".
+pub fn free_address() -> String {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    for _ in 0..100 {
+        let port = rand::random_range(10_000..ephemeral_low.max(10_001));
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().expect("its address").to_string();
+        }
+    }
+    panic!("no free port below the ephemeral range after 100 tries");
+}

@@ -50,13 +50,11 @@ impl S3Server {
     pub async fn start() -> Self {
         let root = std::env::temp_dir().join(format!("gengate-s3-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(root.join(BUCKET)).expect("create the S3 root and bucket");
-        // A free port: bound and let go; s3s-fs takes it a moment later.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        // A free port, which s3s-fs takes a moment later.
+        let address = super::process::free_address();
+        let port = address.rsplit(':').next().expect("host:port").to_owned();
         let child = Command::new(program())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--host", "127.0.0.1", "--port", &port])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
             .arg(&root)
             .stdin(Stdio::null())
@@ -66,7 +64,6 @@ impl S3Server {
             .spawn()
             .expect("start s3s-fs");
         let endpoint = format!("http://127.0.0.1:{port}");
-        let address = format!("127.0.0.1:{port}");
         eventually("s3s-fs to listen", Duration::from_secs(20), || {
             let address = address.clone();
             async move { tokio::net::TcpStream::connect(&address).await.ok().map(drop) }
