@@ -141,12 +141,22 @@ async fn a_postpaid_job_is_charged_once_on_success_and_never_on_failure() {
     app.assert_reconciled().await;
 }
 
+/// Waits until the provider (the simulator) reports generation `id`'s task succeeded.
+async fn provider_done(app: &TestApp, id: &str) {
+    eventually("the provider's task to succeed", WAIT, || async {
+        (app.sim_task(id).await.state == "success").then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_job_whose_poll_was_lost_is_polled_again_once_its_lease_runs_out() {
     let app = TestApp::builder().webhook_only().workers(1).spawn().await;
     let user = app.create_user(1000).await;
     let id = app.submit_ok(&user, &sora("forgotten [[sim:no-callback]]")).await;
     app.wait_for_status(&user, &id, "submitted", WAIT).await;
+    // Once the task is done, a single poll settles the job (polls are a minute apart here).
+    provider_done(&app, &id).await;
     // Its next poll is a minute away; make it look published and lost (its lease long run out),
     // as after a broker loss: the poll scheduler publishes it again.
     sqlx::query(
@@ -168,6 +178,7 @@ async fn a_submitted_job_whose_poll_chain_broke_is_polled_again_by_the_sweeper()
     let user = app.create_user(1000).await;
     let id = app.submit_ok(&user, &sora("orphaned [[sim:no-callback]]")).await;
     app.wait_for_status(&user, &id, "submitted", WAIT).await;
+    provider_done(&app, &id).await;
     // No poll scheduled any more, for a while, as when a poll stopped for a success whose event
     // never settled the job. Its next poll message (a minute away) will find its number taken.
     sqlx::query(
