@@ -471,6 +471,17 @@ impl TestApp {
         .await
     }
 
+    /// The generation (as the admin API shows it) once its result files were copied into storage
+    /// and that was recorded in its audit log: after that, nothing adds to the log by itself.
+    pub async fn wait_for_archive(&self, id: &str) -> serde_json::Value {
+        eventually(&format!("the archive copy of {id}"), Duration::from_secs(30), || async {
+            let generation = self.admin_generation(id).await;
+            let events = generation["events"].as_array().cloned().unwrap_or_default();
+            events.iter().any(|e| e["cause"] == "archive").then_some(generation)
+        })
+        .await
+    }
+
     /// The simulator's task of a generation (Kling: by `external_task_id`; kie: by the generation
     /// id in its callback URL), once a worker created it.
     pub async fn sim_task(&self, id: &str) -> gengate_sim::TaskView {

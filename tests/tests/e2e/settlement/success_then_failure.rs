@@ -14,7 +14,9 @@ async fn a_failure_after_completion_changes_nothing() {
     let id = app.submit_ok(&user, &sora("done deal")).await;
     app.wait_for_status(&user, &id, "completed", WAIT).await;
     let task = app.sim_task(&id).await;
-    let before = app.admin_generation(&id).await;
+    // The archive copy records itself in the audit log after completion: wait for it, so that
+    // what follows is all that adds to the log.
+    let before = app.wait_for_archive(&id).await;
     let seen = events(&before).len();
 
     let url = task.callback_url.clone().unwrap();
