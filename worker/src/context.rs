@@ -9,6 +9,7 @@ use gengate_shared::queue::Broker;
 use gengate_shared::storage::Storage;
 use sqlx::PgPool;
 
+use crate::accepts::Accepts;
 use crate::archive::fetch::Fetcher;
 use crate::commits::Commits;
 use crate::providers::Registry;
@@ -37,6 +38,8 @@ pub struct WorkerContext {
     pub retry: RetryPolicies,
     /// The transactions the handlers' transitions share.
     pub commits: Commits,
+    /// The provider tasks this worker is creating and has not recorded yet.
+    pub accepts: Accepts,
 }
 
 impl WorkerContext {
@@ -60,6 +63,7 @@ impl WorkerContext {
             allowlist,
             storage,
             fetcher,
+            accepts: Accepts::default(),
         })
     }
 }

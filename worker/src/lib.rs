@@ -8,6 +8,7 @@
 //! - `gengate.archive` → copy a completed generation's result files into storage ([`archive`]);
 //! - the [`sweeper`] re-enqueues what the message flow lost.
 
+pub mod accepts;
 pub mod archive;
 pub mod commits;
 pub mod consumer;

@@ -11,7 +11,8 @@
 //! whatever it says, the task is queried by the id gengate recorded, and only a terminal answer of
 //! that query is applied, with its results, URLs and usage. A job with no recorded task cannot be
 //! settled by a webhook at all; one that arrives before the submission is recorded (a fast
-//! provider) comes back a few times first, then polling takes over.
+//! provider) waits for the record a moment (see [`crate::accepts`]), then comes back a few times
+//! through the delay tiers, then polling takes over.
 
 use gengate_shared::catalogue::settle_by_usage;
 use gengate_shared::generation::GenerationStatus;
@@ -32,10 +33,13 @@ pub(super) async fn handle(
     envelope: &Envelope,
 ) -> Result<Outcome, HandlerError> {
     let event: payloads::ProviderUpdate = envelope.payload()?;
-    let Some(job) = load(ctx, envelope.generation_id).await? else {
+    let Some(mut job) = load(ctx, envelope.generation_id).await? else {
         return Ok(super::unknown_generation());
     };
     let from_webhook = event.source == UpdateSource::Webhook;
+    if from_webhook && event.update.state.has_ended() {
+        job = await_accept(ctx, job).await?;
+    }
     let mut audit = Cause {
         kind: if from_webhook { "webhook" } else { "poll" },
         message_id: Some(envelope.message_id),
@@ -89,6 +93,28 @@ pub(super) async fn handle(
         }
         _ => unreachable!("confirm returns terminal answers only; polls publish only those"),
     }
+}
+
+/// How long an early webhook's handler waits, in turn, before it looks at its job again: about
+/// 0.6 s in all, against the second the delay tiers would cost. When this worker is the one
+/// recording the task, the wait ends the moment the record commits.
+const ACCEPT_WAITS_MS: [u64; 5] = [20, 40, 80, 160, 320];
+
+/// A webhook that reports the end of a task whose creation is not recorded yet (a fast provider;
+/// see [`crate::accepts`]): waits briefly for the record and returns the job as it then is. A job
+/// with no attempt counted and none in progress here has no task being created (the attempt is
+/// counted before the provider is called): it is returned as it is.
+async fn await_accept(ctx: &WorkerContext, mut job: Job) -> Result<Job, HandlerError> {
+    for pause in ACCEPT_WAITS_MS {
+        let pending = job.status == GenerationStatus::Queued && job.remote_task_id.is_none();
+        if !pending || (job.submit_attempts == 0 && !ctx.accepts.is_creating(job.id)) {
+            break;
+        }
+        ctx.accepts.wait(job.id, std::time::Duration::from_millis(pause)).await;
+        let Some(now) = load(ctx, job.id).await? else { break };
+        job = now;
+    }
+    Ok(job)
 }
 
 /// What the provider said when asked about a webhook's claim.

@@ -42,6 +42,9 @@ pub(super) async fn handle(
         _ => return Ok(Outcome::Done),
     }
     let provider = provider_of(ctx, &job)?;
+    // From here until the task is recorded (or the attempt ends), an early webhook for it that
+    // reaches this worker waits for the record instead of going through the delay tiers.
+    let _accepting = ctx.accepts.begin(job.id);
 
     let maybe_created = redelivered || envelope.attempt > 0 || job.submit_attempts > 0;
     if maybe_created {

@@ -149,3 +149,40 @@ async fn callbacks_that_arrive_before_the_submission_is_recorded_settle_right() 
     assert_eq!(app.credits(&user).await, (1000 - 2 * KLING_COST, 0));
     app.assert_reconciled().await;
 }
+
+#[tokio::test]
+async fn a_callback_that_beats_its_task_record_waits_for_it_instead_of_a_delayed_retry() {
+    // The provider holds its create answer for 300 ms, and the task is over at once: the
+    // callback reaches the worker while that worker is still waiting to record the task. It waits
+    // for the record and settles the job in the same handling, with no retry through the delay
+    // tiers (which would cost the job a second).
+    let app = TestApp::builder()
+        .workers(1)
+        .simulator(SimConfig { accept_delay_ms: 300, ..SimConfig::default() })
+        .spawn()
+        .await;
+    let user = app.create_user(1000).await;
+    let ids = [
+        app.submit_ok(&user, &kling("quick one")).await,
+        app.submit_ok(&user, &sora("quick two")).await,
+    ];
+    for id in &ids {
+        app.wait_for_status(&user, id, "completed", WAIT).await;
+        let generation =
+            app.assert_charged_once(id, if id == &ids[0] { KLING_COST } else { SORA_COST }).await;
+        let moves = transitions(&generation);
+        assert_eq!(
+            moves.last().map(|(from, to, cause)| (from.as_str(), to.as_str(), cause.as_str())),
+            Some(("submitted", "completed", "webhook")),
+            "settled by its callback: {moves:?}"
+        );
+    }
+    let metrics = app.worker_metrics(0).await;
+    let retried: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("gengate_messages_handled_total{"))
+        .filter(|line| line.contains(r#"outcome="retry""#) && !line.ends_with(" 0"))
+        .collect();
+    assert!(retried.is_empty(), "no message went through the delay tiers: {retried:?}");
+    app.assert_reconciled().await;
+}
