@@ -7,8 +7,7 @@
 
 use std::time::Instant;
 
-use gengate_shared::db;
-use gengate_shared::generation::archive::{self, ArchiveStatus, ResultFileRow};
+use gengate_shared::generation::archive::{self, ArchiveStatus, ArchivedFile, ResultFileRow};
 use gengate_shared::queue::{Envelope, payloads};
 use serde_json::json;
 
@@ -33,14 +32,8 @@ pub(super) async fn handle(
                 let outcome = json!({"status": ArchiveStatus::Archived, "object_key": archived.object_key,
                     "poster_key": archived.poster_key, "size_bytes": archived.size_bytes,
                     "detail": archived.detail});
-                let recorded = db::transaction!(&ctx.pool, HandlerError, |tx| {
-                    let recorded = archive::mark_archived(&mut **tx, file, &archived).await?;
-                    if recorded {
-                        archive::record_outcome(tx, file, outcome.clone()).await?;
-                    }
-                    recorded
-                })
-                .await?;
+                let recorded =
+                    record(ctx, file, Ending::Archived(archived.clone()), outcome).await?;
                 if recorded {
                     tracing::info!(kind = ?file.kind, label = file.label, key = archived.object_key, bytes = archived.size_bytes, "result file archived");
                 }
@@ -72,17 +65,47 @@ async fn fail(
     detail: &str,
 ) -> Result<(), HandlerError> {
     let outcome = json!({"status": ArchiveStatus::Failed, "reason": reason, "detail": detail});
-    let recorded = db::transaction!(&ctx.pool, HandlerError, |tx| {
-        let recorded = archive::mark_failed(&mut **tx, file, detail).await?;
-        if recorded {
-            archive::record_outcome(tx, file, outcome.clone()).await?;
-        }
-        recorded
-    })
-    .await?;
+    let recorded = record(ctx, file, Ending::Failed(detail.to_owned()), outcome).await?;
     if recorded {
         tracing::warn!(kind = ?file.kind, label = file.label, reason, detail, "result file not archived; the job keeps the provider's URL");
         metrics::counter!("gengate_archive_failures_total", "reason" => reason).increment(1);
     }
     Ok(())
+}
+
+/// How a file's copy ended.
+#[derive(Clone)]
+enum Ending {
+    Archived(ArchivedFile),
+    /// Why not.
+    Failed(String),
+}
+
+/// Records how a file's copy ended, if it is still pending: its status and an audit row, in one
+/// transaction (shared with other deliveries' writes, see [`crate::commits`]). `false`: another
+/// copy recorded it first.
+async fn record(
+    ctx: &WorkerContext,
+    file: &ResultFileRow,
+    ending: Ending,
+    outcome: serde_json::Value,
+) -> Result<bool, HandlerError> {
+    let file = file.clone();
+    ctx.commits
+        .run(file.generation_id, move |tx| {
+            let (file, ending, outcome) = (file.clone(), ending.clone(), outcome.clone());
+            Box::pin(async move {
+                let recorded = match &ending {
+                    Ending::Archived(archived) => {
+                        archive::mark_archived(&mut **tx, &file, archived).await?
+                    }
+                    Ending::Failed(why) => archive::mark_failed(&mut **tx, &file, why).await?,
+                };
+                if recorded {
+                    archive::record_outcome(tx, &file, outcome).await?;
+                }
+                Ok(recorded)
+            })
+        })
+        .await
 }
