@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gengate_shared::allowlist::ResultAllowlist;
+use gengate_shared::batched_reads::BatchedReads;
 use gengate_shared::catalogue::Catalogue;
 use gengate_shared::config::Settings;
 use gengate_shared::generation::callback_token::CallbackKeys;
-use gengate_shared::generation::store::GenerationView;
-use gengate_shared::ids::ApiKeyId;
+use gengate_shared::generation::store::{self, GenerationView, WebhookTarget};
+use gengate_shared::ids::{ApiKeyId, GenerationId};
 use gengate_shared::queue::Broker;
 use gengate_shared::storage::Storage;
 use gengate_shared::telemetry::PrometheusHandle;
@@ -50,6 +51,8 @@ pub struct ApiContext {
     pub relay: RelayWaker,
     /// Writes submits, many to a transaction.
     pub submits: SubmitBatcher,
+    /// What webhook ingress reads of the generations webhooks name, shared by concurrent webhooks.
+    pub webhook_targets: BatchedReads<GenerationId, WebhookTarget>,
 }
 
 impl ApiContext {
@@ -78,8 +81,16 @@ impl ApiContext {
         let callback_keys = Arc::new(callback_keys);
         let submits =
             SubmitBatcher::start(pool.clone(), callback_keys.clone(), &settings.api.submit_batch);
+        let webhook_targets = {
+            let pool = pool.clone();
+            BatchedReads::start(&settings.api.submit_batch, "webhook_target", move |ids| {
+                let pool = pool.clone();
+                async move { store::webhook_targets(&pool, &ids).await }
+            })
+        };
         Ok(Self {
             submits,
+            webhook_targets,
             allowlist: Arc::new(allowlist),
             relay: RelayWaker::default(),
             settings: Arc::new(settings),

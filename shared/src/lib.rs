@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod allowlist;
+pub mod batched_reads;
 pub mod catalogue;
 pub mod config;
 pub mod crash_point;

@@ -3,8 +3,11 @@
 use std::sync::Arc;
 
 use gengate_shared::allowlist::ResultAllowlist;
+use gengate_shared::batched_reads::BatchedReads;
 use gengate_shared::config::Settings;
 use gengate_shared::generation::callback_token::CallbackKeys;
+use gengate_shared::generation::job::Job;
+use gengate_shared::ids::GenerationId;
 use gengate_shared::queue::Broker;
 use gengate_shared::storage::Storage;
 use sqlx::PgPool;
@@ -38,6 +41,8 @@ pub struct WorkerContext {
     pub retry: RetryPolicies,
     /// The transactions the handlers' transitions share.
     pub commits: Commits,
+    /// The handlers' reads of their generation, shared by concurrent deliveries.
+    pub jobs: BatchedReads<GenerationId, Job>,
     /// The provider tasks this worker is creating and has not recorded yet.
     pub accepts: Accepts,
 }
@@ -54,6 +59,13 @@ impl WorkerContext {
         let fetcher = Fetcher::new(&settings.archive, allowlist.clone())?;
         Ok(Self {
             commits: Commits::start(pool.clone(), &settings.worker.group_commit),
+            jobs: {
+                let pool = pool.clone();
+                BatchedReads::start(&settings.worker.group_commit, "job", move |ids| {
+                    let pool = pool.clone();
+                    async move { Job::load_many(&pool, &ids).await }
+                })
+            },
             retry: RetryPolicies::from_settings(&settings),
             settings: Arc::new(settings),
             pool,

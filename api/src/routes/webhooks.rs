@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use gengate_http::problem::Problem;
-use gengate_shared::generation::{callback_token, failure, polling, report, store};
+use gengate_shared::generation::{callback_token, failure, polling, report};
 use gengate_shared::ids::GenerationId;
 use gengate_shared::providers::{self, ProviderKind, TaskState, kie};
 use gengate_shared::queue::payloads::{self, FailureCause, UpdateSource};
@@ -120,7 +120,7 @@ async fn ingest(
         rejected("throttled");
         return Err(ApiError::AuthThrottled(wait));
     }
-    let target = store::webhook_target(&ctx.pool, id).await?;
+    let target = ctx.webhook_targets.get(id).await.map_err(anyhow::Error::from)?;
     // Compare against something even when the generation is unknown, so both cases take as long.
     let stored = target.as_ref().map_or(&[0u8; 32][..], |t| &t.webhook_token_hash[..]);
     let matches = callback_token::token_matches(token, stored);

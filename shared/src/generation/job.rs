@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::PgExecutor;
+use sqlx::{FromRow, PgExecutor, Row};
 use time::OffsetDateTime;
 
 use super::{GenerationParams, GenerationStatus, Mode};
+use crate::batched_reads::Rows;
 use crate::ids::GenerationId;
 use crate::providers::ProviderKind;
 
@@ -44,20 +45,24 @@ pub struct Job {
 }
 
 impl Job {
-    /// Loads the generation; `None` if there is none with this id. A row with a status,
-    /// provider or mode gengate does not know is an error, never a guess.
-    pub async fn load(
+    /// Loads generations in one statement, for readers that share a query (the worker's batched
+    /// reads). A status, provider or mode gengate does not know is an error, never a guess; each
+    /// row is decoded on its own: a row gengate cannot read is that
+    /// generation's error, not its neighbours'. An id with no generation is absent.
+    pub async fn load_many(
         executor: impl PgExecutor<'_>,
-        id: GenerationId,
-    ) -> Result<Option<Self>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT id, status, provider, provider_model, mode, params, webhook_key_version, remote_task_id,
-                    submit_attempts, polls, next_poll_at, cost, deadline_at, completed_at
-             FROM generations WHERE id = $1",
+        ids: &[GenerationId],
+    ) -> Result<Rows<GenerationId, Self>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, status, provider, provider_model, mode, params, webhook_key_version,
+                    remote_task_id, submit_attempts, polls, next_poll_at, cost, deadline_at,
+                    completed_at
+             FROM generations WHERE id = ANY($1)",
         )
-        .bind(id)
-        .fetch_optional(executor)
-        .await
+        .bind(ids)
+        .fetch_all(executor)
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get("id")?, Self::from_row(row)))).collect()
     }
 
     /// The normalized request.

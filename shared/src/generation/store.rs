@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::PgExecutor;
+use sqlx::{FromRow, PgExecutor, Row};
 use time::OffsetDateTime;
 
 use super::archive::ArchiveStatus;
@@ -386,15 +386,18 @@ impl WebhookTarget {
     }
 }
 
-/// The generation a webhook names, as ingress sees it.
-pub async fn webhook_target(
+/// The generations webhooks name, as ingress sees them, in one statement (ingress shares it
+/// between concurrent webhooks: see [`crate::batched_reads`]).
+pub async fn webhook_targets(
     executor: impl PgExecutor<'_>,
-    id: GenerationId,
-) -> Result<Option<WebhookTarget>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT provider, webhook_token_hash, status, completed_at FROM generations WHERE id = $1",
+    ids: &[GenerationId],
+) -> Result<crate::batched_reads::Rows<GenerationId, WebhookTarget>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, provider, webhook_token_hash, status, completed_at FROM generations
+         WHERE id = ANY($1)",
     )
-    .bind(id)
-    .fetch_optional(executor)
-    .await
+    .bind(ids)
+    .fetch_all(executor)
+    .await?;
+    rows.iter().map(|row| Ok((row.try_get("id")?, WebhookTarget::from_row(row)))).collect()
 }

@@ -12,6 +12,7 @@ mod submit_job;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gengate_shared::batched_reads::ReadError;
 use gengate_shared::db;
 use gengate_shared::generation::failure::Failure;
 use gengate_shared::generation::job::Job;
@@ -126,14 +127,15 @@ pub async fn dispatch(
     }
 }
 
-/// The message's generation, as the handlers see it.
+/// The message's generation, as the handlers see it (read in one statement with other
+/// deliveries' generations).
 async fn load(ctx: &WorkerContext, id: GenerationId) -> Result<Option<Job>, HandlerError> {
-    Job::load(&ctx.pool, id).await.map_err(|err| match err {
+    ctx.jobs.get(id).await.map_err(|err| match err {
         // A status, provider or mode this worker does not know: never guessed at.
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-            HandlerError::Fatal { kind: "bad_row", message: format!("generation {id}: {err}") }
+        ReadError::Undecodable(why) => {
+            HandlerError::Fatal { kind: "bad_row", message: format!("generation {id}: {why}") }
         }
-        err => HandlerError::Database(err),
+        ReadError::Query(why) => HandlerError::Database(sqlx::Error::Protocol(why)),
     })
 }
 
