@@ -135,6 +135,16 @@ pub struct PgCost {
     pub wal_bytes_pg_stat_wal: Option<i64>,
 }
 
+impl PgCost {
+    /// Commits per job in the stack's database once `reads` read-only commits are taken off,
+    /// over `jobs` jobs: for `e2e`, what a job costs PostgreSQL without its clients' status
+    /// polls, whose number depends on the poll interval rather than on gengate. `None` without
+    /// jobs.
+    pub fn commits_per_job_without(&self, reads: u64, jobs: u64) -> Option<f64> {
+        per_unit(self.commits as f64 - reads as f64, jobs as f64)
+    }
+}
+
 /// RabbitMQ's work over a window.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BrokerCost {
@@ -582,6 +592,21 @@ mod tests {
         let broker = cost.broker.measured().unwrap();
         assert_eq!((broker.published, broker.published_per_job), (400, Some(4.0)));
         assert!(cost.notes.is_empty(), "{:?}", cost.notes);
+    }
+
+    #[test]
+    fn status_reads_come_off_the_commits_before_dividing() {
+        let t0 = Instant::now();
+        let start = snapshot(t0, 100, 1000, 50, 0, 10);
+        // 1,650 commits over 100 completed jobs, of which 250 the clients' polls.
+        let end = snapshot(t0 + Duration::from_secs(10), 150, 1100, 1700, 80_000, 610);
+        let cost =
+            cost_between(&["api", "postgres"], 100, "completed job", 100, &start, &end, true);
+        let pg = cost.postgres.measured().unwrap();
+        assert_eq!(pg.commits_per_job, Some(16.5));
+        assert_eq!(pg.commits_per_job_without(250, cost.jobs), Some(14.0));
+        assert_eq!(pg.commits_per_job_without(0, cost.jobs), pg.commits_per_job);
+        assert_eq!(pg.commits_per_job_without(250, 0), None);
     }
 
     #[test]

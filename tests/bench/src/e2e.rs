@@ -140,6 +140,8 @@ pub struct Tally {
     pub poll_unexpected: Unexpected,
     /// Polls sent.
     pub polls: u64,
+    /// Polls the API answered (any status): each read the generation in PostgreSQL once.
+    pub status_reads: u64,
 }
 
 impl Tally {
@@ -192,6 +194,7 @@ impl Tally {
         self.submit_unexpected.merge(other.submit_unexpected);
         self.poll_unexpected.merge(other.poll_unexpected);
         self.polls += other.polls;
+        self.status_reads += other.status_reads;
     }
 
     /// What is wrong with the run: an error when it measured nothing, warnings when some jobs
@@ -337,6 +340,12 @@ pub struct E2eReport {
     pub transport_errors: u64,
     /// Polls sent.
     pub polls: u64,
+    /// Polls the API answered (any status; in a clean run, every poll, answered 200). Each cost
+    /// PostgreSQL one read-only commit, counted in the scenario's commits per job.
+    pub status_reads: u64,
+    /// `status_reads` per completed job (the unit of the scenario's cost per job); `null` when
+    /// nothing completed.
+    pub status_reads_per_job: Option<f64>,
     /// What was done to the simulator.
     pub simulator: SimulatorNote,
     /// Why the run measured nothing, if so.
@@ -345,6 +354,11 @@ pub struct E2eReport {
     pub warnings: Vec<String>,
     /// Stopped early by Ctrl-C.
     pub interrupted: bool,
+}
+
+/// `count` per completed job; `None` when nothing completed.
+pub fn per_completed_job(count: u64, completed: u64) -> Option<f64> {
+    (completed > 0).then(|| count as f64 / completed as f64)
 }
 
 impl E2eReport {
@@ -550,6 +564,8 @@ async fn measure(
         poll_unexpected: tally.poll_unexpected.lines(),
         transport_errors,
         polls: tally.polls,
+        status_reads: tally.status_reads,
+        status_reads_per_job: per_completed_job(tally.status_reads, tally.completed),
         simulator: SimulatorNote::default(),
         error,
         warnings,
@@ -582,7 +598,12 @@ async fn follow(
         }
         tally.polls += 1;
         let answer = match api.get(key, &path).await {
-            Ok(answer) => answer,
+            Ok(answer) => {
+                // Answered, so the API read the job: one read-only commit in PostgreSQL, which the
+                // report takes off the scenario's commits per job.
+                tally.status_reads += 1;
+                answer
+            }
             Err(error) => {
                 tally.poll_unexpected.transport_error(&error_chain(&error));
                 tokio::time::sleep(TRANSPORT_ERROR_PAUSE).await;
@@ -625,7 +646,7 @@ async fn follow(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const TIMEOUT: Duration = Duration::from_secs(30);
@@ -675,6 +696,18 @@ mod tests {
     }
 
     #[test]
+    fn status_reads_add_up_over_clients_and_divide_by_completed_jobs() {
+        let mut a = Tally { polls: 12, status_reads: 11, ..Tally::default() };
+        a.merge(Tally { polls: 8, status_reads: 8, ..Tally::default() });
+        assert_eq!((a.polls, a.status_reads), (20, 19));
+        assert_eq!(per_completed_job(19, 4), Some(4.75));
+        assert_eq!(per_completed_job(19, 0), None);
+        let json = serde_json::to_value(sample_report()).unwrap();
+        assert_eq!(json["status_reads"], json!(1230));
+        assert_eq!(json["status_reads_per_job"].as_f64(), Some(1230.0 / 90.0));
+    }
+
+    #[test]
     fn nothing_completing_is_an_error_that_names_what_was_left() {
         let mut tally = Tally::default();
         for _ in 0..3 {
@@ -721,7 +754,7 @@ mod tests {
     }
 
     /// A report with every field set, the job ends to distinct values.
-    fn sample_report() -> E2eReport {
+    pub(crate) fn sample_report() -> E2eReport {
         let mut tally = Tally::default();
         tally.ended(JobEnd::Failed { code: Some("provider_failed".into()) });
         tally.ended(JobEnd::Canceled);
@@ -753,6 +786,8 @@ mod tests {
             poll_unexpected: vec![],
             transport_errors: 6,
             polls: 1234,
+            status_reads: 1230,
+            status_reads_per_job: per_completed_job(1230, 90),
             simulator: SimulatorNote { configured: true, restored: true, note: None },
             error: None,
             warnings: vec!["w".into()],
@@ -803,6 +838,8 @@ mod tests {
             "poll_unexpected",
             "transport_errors",
             "polls",
+            "status_reads",
+            "status_reads_per_job",
             "simulator",
             "error",
             "warnings",

@@ -3,11 +3,11 @@
 //! (CPU time per process, PostgreSQL commits and WAL, broker messages), and the memory of the API
 //! and worker processes alongside. See `docs/benchmarks.md`.
 //!
-//! One module per scenario: [`submit`] (accepted submits per second; also `hot-user` and
-//! `one-client`), [`e2e`] (submit to completed), [`reads`] (balance and generation reads of a user
-//! with a long ledger); [`baseline`] runs pgbench, [`cost`] reads the counters around each window
-//! (with [`cpu`] and [`broker`]), [`rss`] watches memory, [`report`] writes the JSON document and
-//! the tables.
+//! One module per scenario: [`submit`] (accepted submits per second; also `api-alone`, with the
+//! workers stopped by [`pause`], `hot-user` and `one-client`), [`e2e`] (submit to completed),
+//! [`reads`] (balance and generation reads of a user with a long ledger); [`baseline`] runs
+//! pgbench, [`cost`] reads the counters around each window (with [`cpu`] and [`broker`]), [`rss`]
+//! watches memory, [`report`] writes the JSON document and the tables.
 
 pub mod baseline;
 pub mod broker;
@@ -17,6 +17,7 @@ pub mod cpu;
 pub mod e2e;
 pub mod env_file;
 pub mod load;
+pub mod pause;
 pub mod progress;
 pub mod reads;
 pub mod report;
@@ -50,6 +51,9 @@ pub const IDLE_WINDOW: Duration = Duration::from_secs(5);
 pub enum Scenario {
     /// Accepted submits per second.
     Submit,
+    /// Accepted submits per second with the workers stopped for the window: the API's submit
+    /// path alone.
+    ApiAlone,
     /// Submit to completed.
     E2e,
     /// Balance and generation reads.
@@ -62,16 +66,24 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them: `e2e` first, then `reads`, while the workers
-    /// are idle, then the three that leave queued jobs behind (`submit`, `hot-user`,
+    /// are idle, then the four that leave queued jobs behind (`api-alone`, `submit`, `hot-user`,
     /// `one-client`). Before each one the bench waits for the stack to finish what the earlier
-    /// ones left (see [`cost::Accounting::settle`]).
-    pub const ALL: [Scenario; 5] =
-        [Scenario::E2e, Scenario::Reads, Scenario::Submit, Scenario::HotUser, Scenario::OneClient];
+    /// ones left (see [`cost::Accounting::settle`]); after `api-alone`, that is every job it
+    /// accepted, worked off once the workers go on.
+    pub const ALL: [Scenario; 6] = [
+        Scenario::E2e,
+        Scenario::Reads,
+        Scenario::ApiAlone,
+        Scenario::Submit,
+        Scenario::HotUser,
+        Scenario::OneClient,
+    ];
 
     /// Its name on the command line and in the report.
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Submit => "submit",
+            Scenario::ApiAlone => "api-alone",
             Scenario::E2e => "e2e",
             Scenario::Reads => "reads",
             Scenario::HotUser => "hot-user",
@@ -210,10 +222,10 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
             report.idle = Some(accounting.cost(cost::IDLE, 0, &start, &end, false));
         }
         match scenario {
-            Scenario::Submit | Scenario::HotUser | Scenario::OneClient => {
+            Scenario::Submit | Scenario::ApiAlone | Scenario::HotUser | Scenario::OneClient => {
                 let Some(users) = &users else { continue };
                 let clients: Vec<BenchUser> = match scenario {
-                    Scenario::Submit => users.clients.clone(),
+                    Scenario::Submit | Scenario::ApiAlone => users.clients.clone(),
                     Scenario::HotUser => match &users.hot {
                         Some(hot) => vec![hot.clone(); config.concurrency],
                         None => continue,
@@ -221,15 +233,28 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
                     _ => users.clients[..1].to_vec(),
                 };
                 let name = scenario.name();
+                // api-alone: the workers are stopped from before the first snapshot until after
+                // the last, so that the window holds none of their work. Should the scenario end
+                // any other way than through `resume` below, dropping `paused` resumes them.
+                let mut paused =
+                    (*scenario == Scenario::ApiAlone).then(|| pause_workers(&config, &mut report));
                 let (run, start, end) = measured(
                     &accounting,
                     submit::run(&api, name, &clients, config.duration, &stop),
                 )
                 .await;
+                if let Some(paused) = &mut paused {
+                    for failure in paused.resume() {
+                        report.warnings.push(format!(
+                            "{name}: could not resume {failure}; `kill -CONT` it by hand"
+                        ));
+                    }
+                }
                 let cost = accounting.cost("accepted submit", run.ok, &start, &end, true);
                 report.costs.insert(name, cost);
                 match scenario {
                     Scenario::Submit => report.submit = Some(run),
+                    Scenario::ApiAlone => report.api_alone = Some(run),
                     Scenario::HotUser => report.hot_user = Some(run),
                     _ => report.one_client = Some(run),
                 }
@@ -282,6 +307,30 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
     report.interrupted = stop.is_cancelled();
     report.summarize();
     Ok(report)
+}
+
+/// Stops the workers for `api-alone`. Whatever worker could not be stopped (none found, or the
+/// signal refused) is warned about: the scenario still runs, but its figures include that
+/// worker's work.
+fn pause_workers(config: &BenchConfig, report: &mut Report) -> pause::PausedWorkers {
+    let workers = config.pid_dir.as_deref().map(pause::find_workers).unwrap_or_default();
+    if workers.is_empty() {
+        report.warnings.push(format!(
+            "api-alone: the workers could not be paused (no running worker process found through \
+             worker*.pid in {}): its figures include the workers' work",
+            config
+                .pid_dir
+                .as_deref()
+                .map_or("(no pid directory)".into(), |d| d.display().to_string())
+        ));
+    }
+    let (paused, failures) = pause::PausedWorkers::pause(&workers);
+    for failure in failures {
+        report.warnings.push(format!(
+            "api-alone: could not pause {failure}: its figures include that worker's work"
+        ));
+    }
+    paused
 }
 
 /// Runs `work` between two snapshots of the counters.

@@ -31,7 +31,9 @@ struct Args {
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Which scenario to run; `all` runs e2e, reads, submit, hot-user, then one-client.
+    /// Which scenario to run; `all` runs e2e, reads, api-alone, submit, hot-user, then
+    /// one-client. `api-alone` is `submit` with the worker processes (worker*.pid) stopped with
+    /// SIGSTOP for the window and resumed with SIGCONT after it.
     #[arg(long, value_enum, default_value_t = Which::All)]
     scenario: Which,
     /// Skip the pgbench baseline.
@@ -68,6 +70,7 @@ struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Which {
     Submit,
+    ApiAlone,
     E2e,
     Reads,
     HotUser,
@@ -79,6 +82,7 @@ impl Which {
     fn scenarios(self) -> Vec<Scenario> {
         match self {
             Which::Submit => vec![Scenario::Submit],
+            Which::ApiAlone => vec![Scenario::ApiAlone],
             Which::E2e => vec![Scenario::E2e],
             Which::Reads => vec![Scenario::Reads],
             Which::HotUser => vec![Scenario::HotUser],
@@ -141,6 +145,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 eprintln!("gengate-bench: stopping (Ctrl-C again to quit at once)");
                 stop.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
+                    // `exit` runs no destructors: resume the workers `api-alone` stopped first.
+                    let resumed = gengate_bench::pause::resume_all();
+                    if resumed > 0 {
+                        eprintln!("gengate-bench: resumed {resumed} paused worker processes");
+                    }
                     std::process::exit(130);
                 }
             }

@@ -39,6 +39,8 @@ pub struct Report {
     pub baseline: Option<BaselineReport>,
     /// The `submit` scenario, if it ran.
     pub submit: Option<LoopReport>,
+    /// The `api-alone` scenario (`submit` with the workers stopped), if it ran.
+    pub api_alone: Option<LoopReport>,
     /// The `e2e` scenario, if it ran.
     pub e2e: Option<E2eReport>,
     /// The `reads` scenario, if it ran (and seeding succeeded).
@@ -79,7 +81,8 @@ pub struct ScenarioError {
 /// One measured operation.
 #[derive(Debug, Clone, Serialize)]
 pub struct SummaryLine {
-    /// `submit`, `e2e`, `reads.credits`, `reads.generation`.
+    /// `e2e`, `reads.credits`, `reads.generation`, `api-alone`, `submit`, `hot-user`,
+    /// `one-client`.
     pub name: &'static str,
     /// What one counted operation is.
     pub counts: &'static str,
@@ -110,6 +113,7 @@ impl Report {
             summary: Vec::new(),
             baseline: None,
             submit: None,
+            api_alone: None,
             e2e: None,
             reads: None,
             hot_user: None,
@@ -150,6 +154,7 @@ impl Report {
             }
         }
         for (name, counts, run) in [
+            ("api-alone", "accepted submits (202), workers paused", &self.api_alone),
             ("submit", "accepted submits (202)", &self.submit),
             ("hot-user", "accepted submits (202), every client as one user", &self.hot_user),
             ("one-client", "accepted submits (202), one client alone", &self.one_client),
@@ -249,7 +254,8 @@ impl Report {
             let _ = writeln!(
                 out,
                 "e2e: {} submitted, {} completed ({} in the window), {} failed, {} timed out, \
-                 {} abandoned; server-side created→completed p50 {:.1} ms p99 {:.1} ms",
+                 {} abandoned; server-side created→completed p50 {:.1} ms p99 {:.1} ms; {} status \
+                 reads ({} per completed job)",
                 e2e.submitted,
                 e2e.completed,
                 e2e.completed_in_window,
@@ -258,6 +264,8 @@ impl Report {
                 e2e.not_completed.abandoned,
                 e2e.server_latency.p50_ms,
                 e2e.server_latency.p99_ms,
+                e2e.status_reads,
+                decimals(e2e.status_reads_per_job, 2),
             );
         }
         if let Some(reads) = &self.reads {
@@ -379,6 +387,11 @@ impl Report {
                     or_na(pg.map(|p| decimals(p.wal_bytes_per_job, 0))),
                     or_na(broker.map(|b| decimals(b.published_per_job, 2))),
                 );
+                if *operation == "e2e"
+                    && let Some(line) = self.e2e_without_status_reads(cost)
+                {
+                    let _ = writeln!(out, "{line}");
+                }
                 for (what, figure) in [
                     ("PostgreSQL", unavailable(&cost.postgres)),
                     ("messages", unavailable(&cost.broker)),
@@ -416,6 +429,21 @@ impl Report {
         }
     }
 
+    /// The line under e2e's in the per-job table: its commits per job without the clients' status
+    /// polls (one read-only commit each), which grow with the poll interval's shortness and the
+    /// job's length rather than with what gengate does for a job. `None` without e2e's figures.
+    fn e2e_without_status_reads(&self, cost: &CostReport) -> Option<String> {
+        let e2e = self.e2e.as_ref()?;
+        let pg = cost.postgres.measured()?;
+        Some(format!(
+            "{:<18} {:>9}   commits without the clients' {} status reads ({} per job)",
+            "e2e - status reads",
+            decimals(pg.commits_per_job_without(e2e.status_reads, cost.jobs), 2),
+            e2e.status_reads,
+            decimals(e2e.status_reads_per_job, 2),
+        ))
+    }
+
     /// `submit: 429 rate_limited ×12`, one line per scenario with unexpected answers.
     fn unexpected_details(&self) -> Vec<String> {
         let mut details = Vec::new();
@@ -434,6 +462,7 @@ impl Report {
                 }
             };
         for (name, run) in [
+            ("api-alone", &self.api_alone),
             ("submit", &self.submit),
             ("hot-user", &self.hot_user),
             ("one-client", &self.one_client),
@@ -497,5 +526,150 @@ fn loop_line(
         unexpected: run.unexpected_total(),
         vs_baseline,
         cost: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Scenario;
+    use crate::cost::PgCost;
+    use crate::env_file::Target;
+
+    fn report() -> Report {
+        let config = BenchConfig {
+            target: Target {
+                url: "http://127.0.0.1:8080".into(),
+                admin_token: "admin".into(),
+                sim_url: None,
+                database_url: None,
+                broker_metrics_url: None,
+                queue_prefix: "gengate".into(),
+            },
+            concurrency: 32,
+            duration: Duration::from_secs(20),
+            scenarios: Scenario::ALL.to_vec(),
+            baseline: true,
+            job_timeout: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(50),
+            pid_dir: None,
+        };
+        let mut report = Report::new(&config, "2026-01-01T00:00:00Z".into(), "1a2b3c4d");
+        report.baseline =
+            Some(BaselineReport { status: "ok", tps: Some(1000.0), ..BaselineReport::skipped("") });
+        report
+    }
+
+    fn submits(ok: u64, rate_limited: u64) -> LoopReport {
+        LoopReport {
+            concurrency: 32,
+            window_s: 20.0,
+            elapsed_s: 20.0,
+            requests: ok + rate_limited,
+            ok,
+            ok_per_s: ok as f64 / 20.0,
+            latency: LatencySummary::from_samples(&mut [Duration::from_millis(9)]),
+            unexpected: (rate_limited > 0)
+                .then(|| UnexpectedLine {
+                    status: 429,
+                    code: "rate_limited".into(),
+                    count: rate_limited,
+                })
+                .into_iter()
+                .collect(),
+            transport_errors: 0,
+            first_transport_error: None,
+            interrupted: false,
+        }
+    }
+
+    fn cost(per: &'static str, jobs: u64, commits: i64) -> CostReport {
+        CostReport {
+            per,
+            jobs,
+            seconds: 20.0,
+            cpu: vec![],
+            cpu_total_ms: 0.0,
+            cpu_total_ms_per_job: None,
+            postgres: Figure::Measured(PgCost {
+                commits,
+                commits_per_job: Some(commits as f64 / jobs as f64),
+                commits_all: commits,
+                commits_all_per_job: Some(commits as f64 / jobs as f64),
+                wal_bytes: 0,
+                wal_bytes_per_job: Some(0.0),
+                wal_bytes_pg_stat_wal: None,
+            }),
+            broker: Figure::Unavailable { unavailable: "no broker".into() },
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn api_alone_is_reported_like_submit() {
+        let mut report = report();
+        report.api_alone = Some(submits(6000, 2));
+        report.submit = Some(submits(2000, 0));
+        report.costs.insert("api-alone", cost("accepted submit", 6000, 18_000));
+        report.costs.insert("submit", cost("accepted submit", 2000, 8000));
+        report.summarize();
+
+        let lines: Vec<(&str, f64, Option<f64>)> =
+            report.summary.iter().map(|l| (l.name, l.per_s, l.vs_baseline)).collect();
+        assert_eq!(lines, [("api-alone", 300.0, Some(0.3)), ("submit", 100.0, Some(0.1))]);
+        let api_alone = &report.summary[0];
+        assert_eq!(api_alone.unexpected, 2);
+        assert_eq!(
+            api_alone.cost.as_ref().map(|c| (c.per, c.jobs)),
+            Some(("accepted submit", 6000))
+        );
+        assert!(!report.is_clean());
+
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["api_alone"]["ok"], serde_json::json!(6000));
+        assert_eq!(
+            json["summary"][0]["cost"]["postgres"]["commits_per_job"],
+            serde_json::json!(3.0)
+        );
+
+        let table = report.table();
+        assert!(table.contains("\napi-alone               300.0"), "{table}");
+        assert!(table.contains("\napi-alone               3.00"), "{table}");
+        assert!(table.contains("!! api-alone: unexpected answers: 429 rate_limited ×2"), "{table}");
+    }
+
+    #[test]
+    fn the_e2e_per_job_table_takes_the_status_reads_off_the_commits() {
+        let mut report = report();
+        // 90 completed jobs, 1230 status reads.
+        report.e2e = Some(crate::e2e::tests::sample_report());
+        report.costs.insert("e2e", cost("completed job", 90, 2700));
+        report.summarize();
+        let table = report.table();
+        let lines: Vec<&str> = table.lines().collect();
+        let e2e_row = lines.iter().position(|l| l.starts_with("e2e ") && l.contains("30.00"));
+        let e2e_row = e2e_row.unwrap_or_else(|| panic!("no e2e row in\n{table}"));
+        // (2700 − 1230) / 90, right under e2e's row, in its commits column.
+        assert_eq!(
+            lines[e2e_row + 1],
+            "e2e - status reads     16.33   commits without the clients' 1230 status reads \
+             (13.67 per job)"
+        );
+        assert!(table.contains("1230 status reads (13.67 per completed job)"), "{table}");
+    }
+
+    #[test]
+    fn without_postgres_figures_there_is_no_status_read_line() {
+        let mut report = report();
+        report.e2e = Some(crate::e2e::tests::sample_report());
+        let mut e2e_cost = cost("completed job", 90, 2700);
+        e2e_cost.postgres = Figure::Unavailable { unavailable: "no database URL".into() };
+        report.costs.insert("e2e", e2e_cost);
+        report.summarize();
+        let table = report.table();
+        assert!(!table.contains("e2e - status reads"), "{table}");
+        assert!(table.contains("n/a PostgreSQL: no database URL"), "{table}");
     }
 }
