@@ -7,6 +7,9 @@
 //! so a job that ends before its first poll is due (its webhook came first) never costs a poll
 //! message.
 //!
+//! The chain starts and stops with the transitions that accept and complete a job, in their own
+//! update of the row (`transitions::PollChange`).
+//!
 //! One poll chain per job: each `poll.task` message carries its number, and a poll [`claim`]s its
 //! number (`polls = n → n + 1`) before it asks the provider, so a duplicate (a poll published
 //! again after its lease ran out, a redelivery) finds its number taken and ends.
@@ -18,7 +21,6 @@ use time::OffsetDateTime;
 
 use super::GenerationStatus;
 use super::job::Job;
-use crate::db::Tx;
 use crate::ids::GenerationId;
 
 /// Whether `job` is still polled at `now`: a submitted job until it ends; a failed one for the
@@ -44,19 +46,6 @@ pub async fn count_submit_attempt(
     .bind(id)
     .bind(GenerationStatus::Queued)
     .execute(executor)
-    .await?;
-    Ok(())
-}
-
-/// Starts the poll chain of a job just accepted (in the transaction that accepted it): poll 0 is
-/// due after `first`.
-pub async fn start(tx: &mut Tx, id: GenerationId, first: Duration) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE generations SET next_poll_at = now() + make_interval(secs => $2), polls = 0 WHERE id = $1",
-    )
-    .bind(id)
-    .bind(first.as_secs_f64())
-    .execute(&mut **tx)
     .await?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::archive;
 use super::failure::Failure;
-use super::transitions::{self, Cause, Changes, Transition, Transitioned};
+use super::transitions::{self, Cause, Changes, PollChange, Transition, Transitioned};
 use super::{Billing, GenerationStatus, MediaType};
 use crate::db::Tx;
 use crate::ids::GenerationId;
@@ -76,7 +76,12 @@ pub async fn complete(
         .await?;
     let Some(cost) = cost else { return Ok(None) };
     let final_cost = final_cost.map_or(cost, |f| f.clamp(0, cost));
-    let changes = Changes { final_cost: Some(final_cost), ..Changes::default() };
+    // Its polls stop with the transition (one update of the row).
+    let changes = Changes {
+        final_cost: Some(final_cost),
+        polls: Some(PollChange::Stop),
+        ..Changes::default()
+    };
     let Some(moved) =
         transitions::transition(tx, id, Transition::Complete, cause, &changes).await?
     else {

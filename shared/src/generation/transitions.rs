@@ -108,6 +108,17 @@ pub struct Changes {
     pub failure: Option<(String, String)>,
     /// What it finally cost (on `completed`).
     pub final_cost: Option<i64>,
+    /// Its polls, changed in the same statement (one row version fewer than a separate update).
+    pub polls: Option<PollChange>,
+}
+
+/// How a transition changes a job's polls (see [`super::polling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollChange {
+    /// The poll chain starts: poll 0 is due after this long (on `submitted`).
+    Start(std::time::Duration),
+    /// No more polls (on `completed`).
+    Stop,
 }
 
 /// A generation that just changed status.
@@ -149,6 +160,11 @@ pub async fn transition(
 ) -> Result<Option<Transitioned>, sqlx::Error> {
     let (from, to) = (transition.from(), transition.to());
     let (failure_code, failure_message) = changes.failure.clone().unzip();
+    let (polls, first_poll) = match changes.polls {
+        None => (None, None),
+        Some(PollChange::Start(after)) => (Some("start"), Some(after.as_secs_f64())),
+        Some(PollChange::Stop) => (Some("stop"), None),
+    };
     let moved: Option<Transitioned> = sqlx::query_as(
         "WITH current AS (SELECT id, status FROM generations WHERE id = $1 FOR UPDATE)
          UPDATE generations g SET
@@ -160,7 +176,10 @@ pub async fn transition(
              final_cost = CASE WHEN $3 = 'completed' THEN $7 ELSE NULL END,
              progress = CASE WHEN $3 IN ('completed', 'failed', 'canceled') THEN NULL ELSE g.progress END,
              submitted_at = CASE WHEN $3 = 'submitted' THEN now() ELSE g.submitted_at END,
-             completed_at = CASE WHEN $3 IN ('completed', 'failed', 'canceled') THEN now() ELSE g.completed_at END
+             completed_at = CASE WHEN $3 IN ('completed', 'failed', 'canceled') THEN now() ELSE g.completed_at END,
+             next_poll_at = CASE $8 WHEN 'start' THEN now() + make_interval(secs => $9)
+                                    WHEN 'stop' THEN NULL ELSE g.next_poll_at END,
+             polls = CASE $8 WHEN 'start' THEN 0 ELSE g.polls END
          FROM current
          WHERE g.id = current.id AND current.status = ANY($2)
          RETURNING g.id, g.user_id, g.type, g.billing, g.cost, current.status AS from_status, g.created_at",
@@ -172,6 +191,8 @@ pub async fn transition(
     .bind(failure_code)
     .bind(failure_message)
     .bind(changes.final_cost)
+    .bind(polls)
+    .bind(first_poll)
     .fetch_optional(&mut **tx)
     .await?;
     match &moved {

@@ -18,8 +18,8 @@ use gengate_shared::catalogue::settle_by_usage;
 use gengate_shared::generation::GenerationStatus;
 use gengate_shared::generation::failure::{Failure, FailureKind};
 use gengate_shared::generation::job::Job;
+use gengate_shared::generation::settle;
 use gengate_shared::generation::transitions::{self, Cause, Transition};
-use gengate_shared::generation::{polling, settle};
 use gengate_shared::providers::{ProviderError, ResultFile, TaskRef, TaskState, TaskUpdate};
 use gengate_shared::queue::Envelope;
 use gengate_shared::queue::payloads::{self, UpdateSource};
@@ -251,20 +251,14 @@ async fn succeeded(
     detail["usage"] = json!(usage);
     detail["final_cost"] = json!(final_cost);
     audit.detail = Some(detail);
-    // Completed, its polls stop in the same transaction; the copy of its files is in the outbox,
+    // Completed, its polls stop in the same statement (`settle::complete`); the copy of its files is in the outbox,
     // so the relays are woken after the commit rather than left to their sweep.
     let id = job.id;
     let completed = ctx
         .commits
         .run_waking_relays(id, move |tx| {
             let (audit, files) = (audit.clone(), files.clone());
-            Box::pin(async move {
-                let completed = settle::complete(tx, id, &audit, &files, final_cost).await?;
-                if completed.is_some() {
-                    polling::stop(&mut **tx, id).await?;
-                }
-                Ok(completed)
-            })
+            Box::pin(async move { Ok(settle::complete(tx, id, &audit, &files, final_cost).await?) })
         })
         .await?;
     if let Some(completed) = completed {

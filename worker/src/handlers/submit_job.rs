@@ -14,7 +14,7 @@ use gengate_shared::generation::callback_token;
 use gengate_shared::generation::failure::{Failure, FailureKind};
 use gengate_shared::generation::job::Job;
 use gengate_shared::generation::polling;
-use gengate_shared::generation::transitions::{self, Changes, Transition};
+use gengate_shared::generation::transitions::{self, Changes, PollChange, Transition};
 use gengate_shared::providers::{ProviderError, TaskRequest};
 use gengate_shared::queue::{Envelope, payloads};
 use serde_json::json;
@@ -138,19 +138,19 @@ async fn record_submitted(
     let mut audit = cause("provider_accepted", envelope);
     audit.detail =
         Some(json!({"remote_task_id": remote_task_id, "how": how, "attempt": envelope.attempt}));
-    let changes = Changes { remote_task_id: Some(remote_task_id.to_owned()), ..Changes::default() };
+    // The first poll is due with the transition (one update of the row).
+    let changes = Changes {
+        remote_task_id: Some(remote_task_id.to_owned()),
+        polls: Some(PollChange::Start(first_poll)),
+        ..Changes::default()
+    };
     let id = job.id;
     let moved = ctx
         .commits
         .run(id, move |tx| {
             let (audit, changes) = (audit.clone(), changes.clone());
             Box::pin(async move {
-                let moved =
-                    transitions::transition(tx, id, Transition::Accept, &audit, &changes).await?;
-                if moved.is_some() {
-                    polling::start(tx, id, first_poll).await?;
-                }
-                Ok(moved)
+                Ok(transitions::transition(tx, id, Transition::Accept, &audit, &changes).await?)
             })
         })
         .await?;
