@@ -110,7 +110,14 @@ async fn await_accept(ctx: &WorkerContext, mut job: Job) -> Result<Job, HandlerE
         if !pending || (job.submit_attempts == 0 && !ctx.accepts.is_creating(job.id)) {
             break;
         }
-        ctx.accepts.wait(job.id, std::time::Duration::from_millis(pause)).await;
+        let pause = std::time::Duration::from_millis(pause);
+        if ctx.accepts.is_creating(job.id) {
+            // Ends the moment this worker's record commits.
+            ctx.accepts.wait(job.id, pause).await;
+        } else {
+            // Another worker is recording it: look again after the pause.
+            tokio::time::sleep(pause).await;
+        }
         let Some(now) = load(ctx, job.id).await? else { break };
         job = now;
     }

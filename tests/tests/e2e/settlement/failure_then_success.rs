@@ -152,24 +152,28 @@ async fn callbacks_that_arrive_before_the_submission_is_recorded_settle_right() 
 
 #[tokio::test]
 async fn a_callback_that_beats_its_task_record_waits_for_it_instead_of_a_delayed_retry() {
-    // The provider holds its create answer for 300 ms, and the task is over at once: the
-    // callback reaches the worker while that worker is still waiting to record the task. It waits
-    // for the record and settles the job in the same handling, with no retry through the delay
-    // tiers (which would cost the job a second).
+    // The provider holds its create answer for 300 ms, and the task ends before that: each
+    // callback reaches a worker while the worker that creates the task is still waiting to record
+    // it. With two workers, a callback lands on the creating worker (woken by its record's
+    // commit) or on the other one (which looks again after short pauses); either way the job is
+    // settled in the same handling, with no retry through the delay tiers (a second more).
     let app = TestApp::builder()
-        .workers(1)
+        .workers(2)
         .simulator(SimConfig { accept_delay_ms: 300, ..SimConfig::default() })
         .spawn()
         .await;
     let user = app.create_user(1000).await;
-    let ids = [
-        app.submit_ok(&user, &kling("quick one")).await,
-        app.submit_ok(&user, &sora("quick two")).await,
-    ];
-    for id in &ids {
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        jobs.push(if i % 2 == 0 {
+            (app.submit_ok(&user, &kling(&format!("quick {i}"))).await, KLING_COST)
+        } else {
+            (app.submit_ok(&user, &sora(&format!("quick {i}"))).await, SORA_COST)
+        });
+    }
+    for (id, cost) in &jobs {
         app.wait_for_status(&user, id, "completed", WAIT).await;
-        let generation =
-            app.assert_charged_once(id, if id == &ids[0] { KLING_COST } else { SORA_COST }).await;
+        let generation = app.assert_charged_once(id, *cost).await;
         let moves = transitions(&generation);
         assert_eq!(
             moves.last().map(|(from, to, cause)| (from.as_str(), to.as_str(), cause.as_str())),
@@ -177,12 +181,17 @@ async fn a_callback_that_beats_its_task_record_waits_for_it_instead_of_a_delayed
             "settled by its callback: {moves:?}"
         );
     }
-    let metrics = app.worker_metrics(0).await;
-    let retried: Vec<&str> = metrics
-        .lines()
-        .filter(|line| line.starts_with("gengate_messages_handled_total{"))
-        .filter(|line| line.contains(r#"outcome="retry""#) && !line.ends_with(" 0"))
-        .collect();
-    assert!(retried.is_empty(), "no message went through the delay tiers: {retried:?}");
+    for worker in 0..2 {
+        let metrics = app.worker_metrics(worker).await;
+        let retried: Vec<&str> = metrics
+            .lines()
+            .filter(|line| line.starts_with("gengate_messages_handled_total{"))
+            .filter(|line| line.contains(r#"outcome="retry""#) && !line.ends_with(" 0"))
+            .collect();
+        assert!(
+            retried.is_empty(),
+            "worker {worker} sent messages to the delay tiers: {retried:?}"
+        );
+    }
     app.assert_reconciled().await;
 }
