@@ -11,6 +11,14 @@ use crate::batched_reads::Rows;
 use crate::ids::GenerationId;
 use crate::providers::ProviderKind;
 
+/// The columns of a [`Job`] (a macro, so that each query stays one static string).
+macro_rules! job_columns {
+    () => {
+        "id, status, provider, provider_model, mode, params, webhook_key_version, remote_task_id,
+         submit_attempts, polls, next_poll_at, cost, deadline_at, completed_at"
+    };
+}
+
 /// What the handlers need to know of a generation.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
@@ -53,16 +61,34 @@ impl Job {
         executor: impl PgExecutor<'_>,
         ids: &[GenerationId],
     ) -> Result<Rows<GenerationId, Self>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT id, status, provider, provider_model, mode, params, webhook_key_version,
-                    remote_task_id, submit_attempts, polls, next_poll_at, cost, deadline_at,
-                    completed_at
-             FROM generations WHERE id = ANY($1)",
-        )
-        .bind(ids)
-        .fetch_all(executor)
-        .await?;
+        let rows =
+            sqlx::query(concat!("SELECT ", job_columns!(), " FROM generations WHERE id = ANY($1)"))
+                .bind(ids)
+                .fetch_all(executor)
+                .await?;
         rows.iter().map(|row| Ok((row.try_get("id")?, Self::from_row(row)))).collect()
+    }
+
+    /// Takes a job for a `job.submit` delivery, in one statement: counts the attempt if the job
+    /// is still queued (before the provider is asked anything, so that after a crash the next
+    /// delivery knows a task may exist and looks for it first), and returns the job as it was
+    /// before the count. `None` if there is no such generation.
+    pub async fn take_for_submit(
+        executor: impl PgExecutor<'_>,
+        id: GenerationId,
+    ) -> Result<Option<Self>, sqlx::Error> {
+        // The statement's own SELECT sees the row as it was before the CTE's update.
+        sqlx::query_as(concat!(
+            "WITH counted AS (
+                 UPDATE generations SET submit_attempts = submit_attempts + 1
+                 WHERE id = $1 AND status = 'queued')
+             SELECT ",
+            job_columns!(),
+            " FROM generations WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(executor)
+        .await
     }
 
     /// The normalized request.

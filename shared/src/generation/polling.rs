@@ -34,22 +34,6 @@ pub fn continues(job: &Job, now: OffsetDateTime, window: Duration) -> bool {
     }
 }
 
-/// Counts a create attempt of a queued job, before the provider is called: after a crash, the
-/// next delivery knows a task may exist and looks for it first.
-pub async fn count_submit_attempt(
-    executor: impl PgExecutor<'_>,
-    id: GenerationId,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE generations SET submit_attempts = submit_attempts + 1 WHERE id = $1 AND status = $2",
-    )
-    .bind(id)
-    .bind(GenerationStatus::Queued)
-    .execute(executor)
-    .await?;
-    Ok(())
-}
-
 /// Records the task of a job that moved on while its task was being created (canceled, or failed
 /// by an early failure report): the task id is kept all the same, and a failed job is polled
 /// after `first`, so a success that comes later restores it. Returns the job's status.

@@ -139,6 +139,17 @@ async fn load(ctx: &WorkerContext, id: GenerationId) -> Result<Option<Job>, Hand
     })
 }
 
+/// A database error reading a generation: one the worker cannot decode (a status, provider or
+/// mode it does not know) is fatal, never guessed at.
+fn undecodable(id: GenerationId, err: sqlx::Error) -> HandlerError {
+    match err {
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            HandlerError::Fatal { kind: "bad_row", message: format!("generation {id}: {err}") }
+        }
+        err => HandlerError::Database(err),
+    }
+}
+
 /// The dead-letter outcome for a message about a generation that does not exist.
 fn unknown_generation() -> Outcome {
     Outcome::DeadLetter { kind: "unknown_generation", message: "no such generation".into() }

@@ -19,7 +19,7 @@ use gengate_shared::providers::{ProviderError, TaskRequest};
 use gengate_shared::queue::{Envelope, payloads};
 use serde_json::json;
 
-use super::{HandlerError, Outcome, bad_row, cause, fail_job, load, provider_of};
+use super::{HandlerError, Outcome, bad_row, cause, fail_job, provider_of, undecodable};
 use crate::context::WorkerContext;
 use crate::retry::RetryPolicies;
 
@@ -29,7 +29,18 @@ pub(super) async fn handle(
     redelivered: bool,
 ) -> Result<Outcome, HandlerError> {
     let payloads::SubmitJob {} = envelope.payload()?;
-    let Some(job) = load(ctx, envelope.generation_id).await? else {
+    // The attempt is counted as the job is read (one statement in the next batch), before the
+    // provider is asked anything: after a crash, the next delivery knows to look first.
+    let id = envelope.generation_id;
+    let taken = ctx
+        .commits
+        .run(id, move |tx| {
+            Box::pin(async move {
+                Job::take_for_submit(&mut **tx, id).await.map_err(|err| undecodable(id, err))
+            })
+        })
+        .await?;
+    let Some(job) = taken else {
         return Ok(super::unknown_generation());
     };
     match job.status {
@@ -61,15 +72,7 @@ pub(super) async fn handle(
         }
     }
 
-    // Built before the attempt is counted: a job the worker cannot describe is not attempted.
     let request = task_request(ctx, &job)?;
-    // Count the attempt before calling: after a crash, the next delivery knows to look first.
-    let id = job.id;
-    ctx.commits
-        .run(id, move |tx| {
-            Box::pin(async move { Ok(polling::count_submit_attempt(&mut **tx, id).await?) })
-        })
-        .await?;
 
     let create = || async { provider.create_task(&request).await };
     let created = create
