@@ -13,6 +13,13 @@ use super::{LedgerError, LedgerGeneration, TransType};
 use crate::db::Tx;
 use crate::ids::{GenerationId, GrantId, UserId};
 
+/// What a batch's read of its users (`FROM users u`) selects for the book, after `u.id`: the
+/// user's debt and what its active holds keep back. The caller reads them in the statement that
+/// reads what else it needs of the users (one round trip for a batch).
+pub const BOOK_USER_COLUMNS: &str = "u.debt,
+    (SELECT COALESCE(sum(h.amount), 0)::bigint FROM credit_holds h
+     WHERE h.user_id = u.id AND h.released_at IS NULL)";
+
 /// What one user has, as the batch's plan stands.
 #[derive(Debug, Default)]
 struct Account {
@@ -45,19 +52,15 @@ pub struct SubmitBook {
 }
 
 impl SubmitBook {
-    /// Reads the users' usable grants (locking them) and active holds. The caller has locked the
-    /// users' rows in this transaction. `None` if a user has debt or does not exist: such a batch
-    /// is for the one-by-one path.
-    pub async fn load(tx: &mut Tx, users: &[UserId]) -> Result<Option<Self>, LedgerError> {
-        let found: Vec<(UserId, i64, i64)> = sqlx::query_as(
-            "SELECT u.id, u.debt,
-                    (SELECT COALESCE(sum(h.amount), 0)::bigint FROM credit_holds h
-                     WHERE h.user_id = u.id AND h.released_at IS NULL)
-             FROM users u WHERE u.id = ANY($1)",
-        )
-        .bind(users)
-        .fetch_all(&mut **tx)
-        .await?;
+    /// Reads the users' usable grants (locking them). `found` is what the caller's read of the
+    /// users (with [`BOOK_USER_COLUMNS`]) returned: each user's id, debt and active holds. The
+    /// caller has locked the users' rows in this transaction. `None` if a user has debt or does
+    /// not exist: such a batch is for the one-by-one path.
+    pub async fn load(
+        tx: &mut Tx,
+        users: &[UserId],
+        found: Vec<(UserId, i64, i64)>,
+    ) -> Result<Option<Self>, LedgerError> {
         if found.len() != users.len() || found.iter().any(|(_, debt, _)| *debt != 0) {
             return Ok(None);
         }
