@@ -133,33 +133,21 @@ async fn submit(
         Billing::Postpaid => ledger::hold(tx, &generation, submission.cost).await?,
     }
 
-    // One statement writes the audit row and the job message and reads back what the client is
-    // answered plus the in-flight count: the hot path's round trips are its cost. The ledger
+    // The audit row and the job message were written with the generation (`insert_rows`); one
+    // statement reads back what the client is answered plus the in-flight count. The ledger
     // locked the user row above, so concurrent submits of this user count one at a time; a
     // refusal rolls the whole transaction back, these inserts included.
-    let envelope = Envelope::of(id, &payloads::SubmitJob {});
-    let detail = submit_detail(submission);
     let sql = format!(
-        "WITH event AS (
-             INSERT INTO generation_events (generation_id, from_status, to_status, cause, detail)
-             VALUES ($1, NULL, $3, 'submit', $4)),
-         message AS (
-             INSERT INTO outbox (message_id, routing_key, body) VALUES ($5, $6, $7))
-         SELECT {VIEW_COLUMNS},
-                COALESCE(u.max_in_flight, $8) AS in_flight_limit,
+        "SELECT {VIEW_COLUMNS},
+                COALESCE(u.max_in_flight, $3) AS in_flight_limit,
                 (SELECT count(*) FROM generations f
-                 WHERE f.user_id = u.id AND f.status = ANY($9)) AS in_flight
+                 WHERE f.user_id = u.id AND f.status = ANY($4)) AS in_flight
          FROM generations g JOIN users u ON u.id = g.user_id
          WHERE g.id = $1 AND g.user_id = $2"
     );
     let accepted: Accepted = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(request.user_id)
-        .bind(GenerationStatus::Queued.as_str())
-        .bind(&detail)
-        .bind(envelope.message_id)
-        .bind(envelope.kind.routing_key())
-        .bind(serde_json::to_value(&envelope).expect("an envelope always serializes"))
         .bind(request.default_max_in_flight)
         .bind(&GenerationStatus::IN_FLIGHT[..])
         .fetch_one(&mut **tx)

@@ -205,6 +205,20 @@ async fn a_mixed_batch_answers_each_submit_as_if_it_were_alone() {
     assert_eq!(app.balance(&keyed).await, COST * (1000 - 2));
     let (_, one_by_one) = batch_paths(&app).await;
     assert!(one_by_one > 0, "no batch with a stored key went one by one");
+    // Whichever path wrote it, each new job has one job message and one `submit` audit row.
+    let new_ids: BTreeSet<&str> =
+        again.iter().filter(|a| a.who == "rich").map(|a| a.id.as_deref().unwrap()).collect();
+    let messages = app.job_messages().await;
+    assert_eq!(messages.keys().map(String::as_str).collect::<BTreeSet<_>>(), new_ids);
+    assert!(messages.values().all(|n| *n == 1), "one job message per job: {messages:?}");
+    let doubled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT generation_id FROM generation_events WHERE cause = 'submit'
+                               GROUP BY generation_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(doubled, 0, "a generation with more than one submit audit row");
     app.assert_reconciled().await;
 }
 
