@@ -1,7 +1,7 @@
 //! Group commit of submits. A submit's largest cost is its commit (a WAL flush, which waits for
 //! the disk); concurrent submits therefore share one transaction, written by
-//! [`submit::submit_batch`], each in a savepoint of its own so that each request still gets
-//! exactly the answer it would get alone (a 402, 409 or 429 is that request's own and never fails
+//! [`submit::submit_batch`] so that each request still gets exactly the answer it would get
+//! alone (a 402, 409 or 429 is that request's own and never fails
 //! or delays its neighbours' commit).
 //!
 //! A handler hands its submit to a [`SubmitBatcher`] and waits for the answer; how batches form
@@ -69,13 +69,7 @@ async fn write(pool: PgPool, keys: Arc<CallbackKeys>, batch: Vec<Pending>) {
     let (requests, answers): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|p| (p.request, p.answer)).unzip();
     metrics::histogram!("gengate_submit_batch_size").record(requests.len() as f64);
-    let written = db::retry_transient(|| async {
-        let mut tx = pool.begin().await?;
-        let results = submit::submit_batch(&mut tx, &requests, &keys).await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(results)
-    })
-    .await;
+    let written = db::retry_transient(|| submit::submit_batch(&pool, &requests, &keys)).await;
     match written {
         Ok(results) => {
             for (answer, result) in answers.into_iter().zip(results) {

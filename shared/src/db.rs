@@ -23,8 +23,25 @@ pub fn lazy_pool(
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout())
         .idle_timeout(Duration::from_secs(300))
+        // A connection is pinged before use only after it idled a while: one in use a moment ago
+        // is alive, and the ping is a round trip of its own, which a lone request's latency pays
+        // in full. A connection that died in that moment fails its statement like one that dies
+        // during it (the transaction is not applied; callers retry as for any failed statement).
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    use sqlx::Connection;
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options.application_name(application_name)))
 }
+
+/// How long a pooled connection idles before it is pinged on its next use (see [`lazy_pool`]).
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// A pool with one connection made up front, so that a command-line tool reports the real reason
 /// (refused, authentication, unknown database) when PostgreSQL cannot be reached.

@@ -17,9 +17,11 @@ use super::store::{self, GenerationView, VIEW_COLUMNS, ViewRow};
 use super::{Billing, GenerationStatus};
 use crate::catalogue::Submission;
 use crate::db::{Transient, Tx};
-use crate::ids::{ApiKeyId, GenerationId, UserId};
-use crate::ledger::{self, LedgerError, LedgerGeneration};
+use crate::ids::{ApiKeyId, GenerationId, GrantId, UserId};
+use crate::ledger::{self, BookUser, BookWrites, LedgerError, LedgerGeneration};
 use crate::queue::{Envelope, payloads};
+use sqlx::PgPool;
+use sqlx::types::Json;
 
 /// Who submits, and how.
 #[derive(Debug, Clone)]
@@ -119,8 +121,8 @@ async fn submit(
     let row = NewRow::of(request, keys);
     let id = row.id;
     let model = &submission.model;
-    let inserted = insert_rows(tx, &[(request, row)]).await;
-    if let Err(sqlx::Error::Database(err)) = &inserted
+    let inserted = insert_rows(tx, &[(request, row)], &BookWrites::default()).await;
+    if let Err(SubmitError::Database(sqlx::Error::Database(err))) = &inserted
         && err.constraint() == Some("generations_idempotency_key")
     {
         return Err(SubmitError::IdempotencyRace);
@@ -207,12 +209,10 @@ fn submit_detail(submission: &Submission) -> serde_json::Value {
 /// lost idempotency-key race (which then replays the winner) before it is answered with the error.
 const BATCH_ITEM_ATTEMPTS: u32 = 4;
 
-/// Accepts many submits in one transaction, `tx`, which the caller commits: each submit runs in a
-/// savepoint of its own, so a refused one (no credits, an idempotency conflict, too many in
-/// flight, a value PostgreSQL refuses) rolls back only its own writes and gets its own error,
-/// while its neighbours are kept. Each result is what the submit alone would have been
-/// answered, in the order of `requests`; it holds only once `tx` commits (if the commit fails,
-/// nothing of the batch was written).
+/// Accepts many submits in one transaction: each submit happens entirely or not at all, so a
+/// refused one (no credits, an idempotency conflict, too many in flight, a value PostgreSQL
+/// refuses) gets its own error while its neighbours are kept. Each result is what the submit
+/// alone would have been answered, in the order of `requests`.
 ///
 /// The batch's users are locked first, all in one statement and in one order, so that batches
 /// running at once cannot deadlock one another (a submit locks its user only after inserting its
@@ -220,39 +220,76 @@ const BATCH_ITEM_ATTEMPTS: u32 = 4;
 /// applied in the order given, each seeing the ones before it: of two submits with one
 /// idempotency key the second replays the first, and a user's credits go to the earlier ones.
 ///
-/// An `Err` is a failure of the transaction itself (the connection): every submit failed.
+/// Most batches are planned and written at once, in five round trips whatever their size (a lone
+/// submit's latency is mostly round trips). What that path cannot take (a key used before, a user
+/// with debt) goes one by one, each submit in a savepoint of its own, in the same transaction;
+/// a statement of the at-once path that fails sends the batch one by one in a new transaction.
+///
+/// An `Err` is a failure of the transaction itself (the connection, the commit): nothing of the
+/// batch was written, and every submit failed.
 pub async fn submit_batch(
-    tx: &mut Tx,
+    pool: &PgPool,
     requests: &[SubmitRequest],
     keys: &CallbackKeys,
 ) -> Result<Vec<Result<SubmitOutcome, SubmitError>>, sqlx::Error> {
     let mut users: Vec<UserId> = requests.iter().map(|r| r.user_id).collect();
     users.sort_unstable();
     users.dedup();
-    sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-        .bind(&users)
-        .execute(&mut **tx)
-        .await?;
-    // Most batches are planned and written at once; what that path cannot take (a key used
-    // before, a user with debt) or a failed statement sends the batch one by one. The savepoint
-    // undoes whatever the first attempt wrote.
-    sqlx::raw_sql("SAVEPOINT batch").execute(&mut **tx).await?;
-    match submit_at_once(tx, requests, &users, keys).await {
+    let mut tx = begin_locking(pool, &users, Plans::Generic).await?;
+    match submit_at_once(&mut tx, requests, &users, keys).await {
         Ok(Some(results)) => {
-            // The savepoint is left to the commit that follows (it releases it): a round trip
-            // fewer for every batch.
+            tx.commit().await?;
             metrics::counter!("gengate_submit_batches_total", "path" => "at_once").increment(1);
             return Ok(results);
         }
-        Ok(None) => {}
-        Err(err) => tracing::info!(error = %err, "a batch of submits is written one by one"),
+        // Nothing was written: the same transaction goes on one by one, planned as usual.
+        Ok(None) => {
+            sqlx::raw_sql("SET LOCAL plan_cache_mode = auto").execute(&mut *tx).await?;
+        }
+        Err(err) => {
+            tracing::info!(error = %err, "a batch of submits is written one by one");
+            tx.rollback().await?;
+            tx = begin_locking(pool, &users, Plans::Auto).await?;
+        }
     }
-    sqlx::raw_sql("ROLLBACK TO SAVEPOINT batch; RELEASE SAVEPOINT batch")
-        .execute(&mut **tx)
-        .await?;
     metrics::counter!("gengate_submit_batches_total", "path" => "one_by_one").increment(1);
-    submit_one_by_one(tx, requests, keys).await
+    let results = submit_one_by_one(&mut tx, requests, keys).await?;
+    tx.commit().await?;
+    Ok(results)
 }
+
+/// How the statements of a batch's transaction are planned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plans {
+    /// Once per connection (`plan_cache_mode = force_generic_plan`): the at-once path's two
+    /// statements are written for it. PostgreSQL would otherwise plan them afresh for every
+    /// batch, which took about half of a lone submit's time in the database.
+    Generic,
+    /// As PostgreSQL chooses: the one-by-one path's statements are shared with the rest of the
+    /// code and were not written for generic plans.
+    Auto,
+}
+
+/// Begins a batch's transaction, sets how it is planned and locks its users' rows (in id order),
+/// in one round trip: the three go as one simple query, whose text carries the ids (UUIDs,
+/// formatted here; never a client's text).
+async fn begin_locking(pool: &PgPool, users: &[UserId], plans: Plans) -> Result<Tx, sqlx::Error> {
+    let ids: Vec<String> = users.iter().map(|user| format!("'{user}'")).collect();
+    let plans = match plans {
+        Plans::Generic => "SET LOCAL plan_cache_mode = force_generic_plan; ",
+        Plans::Auto => "",
+    };
+    let sql = format!(
+        "BEGIN; {plans}SELECT FROM users WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
+        ids.join(", ")
+    );
+    pool.begin_with(sqlx::AssertSqlSafe(sql)).await
+}
+
+/// One user of a batch as [`submit_at_once`] reads them: id, debt, held, usable grants (see
+/// [`ledger::book_user_columns`]), in-flight limit and count, and whether any of the batch's
+/// idempotency keys was used before (the same for every row).
+type BatchUser = (UserId, i64, i64, Json<Vec<(GrantId, i64)>>, i32, i64, bool);
 
 /// What became of one submit of a batch planned at once.
 enum Planned {
@@ -280,41 +317,43 @@ async fn submit_at_once(
     }
     let (key_users, key_names): (Vec<UserId>, Vec<&str>) =
         requests.iter().filter_map(|r| Some((r.user_id, r.idempotency_key.as_deref()?))).unzip();
-    if !key_names.is_empty() {
-        let used: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM generations g
-                            JOIN UNNEST($1::uuid[], $2::text[]) AS k(user_id, key)
-                              ON g.user_id = k.user_id AND g.idempotency_key = k.key)",
-        )
-        .bind(&key_users)
-        .bind(&key_names)
-        .fetch_one(&mut **tx)
-        .await?;
-        if used {
-            return Ok(None);
-        }
-    }
-    // The users' credits side and their jobs in flight, in one statement.
+    // One statement: the users' credits side (their grants locked), their limits and jobs in
+    // flight, and whether any of the batch's idempotency keys was used before.
+    // The in-flight statuses are written out (constants of this code), not bound: the statement
+    // runs with a generic plan (see `begin_locking`), which uses the in-flight partial index only
+    // if it can see the statuses.
+    let in_flight_statuses: Vec<String> =
+        GenerationStatus::IN_FLIGHT.iter().map(|s| format!("'{}'", s.as_str())).collect();
     let sql = format!(
         "SELECT u.id, {}, COALESCE(u.max_in_flight, $2),
-                (SELECT count(*) FROM generations f WHERE f.user_id = u.id AND f.status = ANY($3))
+                (SELECT count(*) FROM generations f
+                 WHERE f.user_id = u.id AND f.status IN ({})),
+                EXISTS (SELECT 1 FROM generations g
+                        JOIN UNNEST($3::uuid[], $4::text[]) AS k(user_id, key)
+                          ON g.user_id = k.user_id AND g.idempotency_key = k.key)
          FROM users u WHERE u.id = ANY($1)",
-        ledger::BOOK_USER_COLUMNS
+        ledger::book_user_columns(),
+        in_flight_statuses.join(", ")
     );
-    let found: Vec<(UserId, i64, i64, i32, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let found: Vec<BatchUser> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(users)
         .bind(default_limit)
-        .bind(&GenerationStatus::IN_FLIGHT[..])
+        .bind(&key_users)
+        .bind(&key_names)
         .fetch_all(&mut **tx)
         .await?;
-    let counts: Vec<(UserId, i32, i64)> =
-        found.iter().map(|&(user, _, _, limit, count)| (user, limit, count)).collect();
-    let credits = found.into_iter().map(|(user, debt, held, _, _)| (user, debt, held)).collect();
-    let Some(mut book) = ledger::SubmitBook::load(tx, users, credits).await? else {
+    if found.iter().any(|row| row.6) {
+        return Ok(None);
+    }
+    let mut in_flight: BTreeMap<UserId, (i32, i64)> = BTreeMap::new();
+    let mut book_users: Vec<BookUser> = Vec::with_capacity(found.len());
+    for (user, debt, held, grants, limit, count, _) in found {
+        in_flight.insert(user, (limit, count));
+        book_users.push((user, debt, held, grants));
+    }
+    let Some(mut book) = ledger::SubmitBook::of(users, book_users) else {
         return Ok(None);
     };
-    let mut in_flight: BTreeMap<UserId, (i32, i64)> =
-        counts.into_iter().map(|(user, limit, count)| (user, (limit, count))).collect();
 
     let mut rows: Vec<(&SubmitRequest, NewRow)> = Vec::new();
     let mut claimed: BTreeMap<(UserId, &str), usize> = BTreeMap::new();
@@ -364,16 +403,11 @@ async fn submit_at_once(
         rows.push((request, row));
     }
 
-    let views = if rows.is_empty() {
+    let views: BTreeMap<GenerationId, GenerationView> = if rows.is_empty() {
         BTreeMap::new()
     } else {
-        insert_rows(tx, &rows).await?;
-        book.write(tx).await?;
-        let ids: Vec<GenerationId> = rows.iter().map(|(_, row)| row.id).collect();
-        let sql = format!("SELECT {VIEW_COLUMNS} FROM generations g WHERE g.id = ANY($1)");
-        let found: Vec<ViewRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(&ids).fetch_all(&mut **tx).await?;
-        found.into_iter().map(|row| row.into_view(false)).map(|v| (v.id, v)).collect()
+        let views = insert_rows(tx, &rows, &book.into_writes()).await?;
+        views.into_iter().map(|v| (v.id, v)).collect()
     };
     for (request, _) in &rows {
         let model = request.submission.model.name.clone();
@@ -389,7 +423,7 @@ async fn submit_at_once(
     let mut results = Vec::with_capacity(planned.len());
     for plan in planned {
         results.push(match plan {
-            Planned::Created(n) => Ok(SubmitOutcome::Created(view_of(n)?)),
+            Planned::Created(n) => Ok(SubmitOutcome::Created(as_accepted(view_of(n)?))),
             Planned::Replayed(n) => Ok(SubmitOutcome::Replayed(as_accepted(view_of(n)?))),
             Planned::Refused(err) => Err(err),
         });
@@ -397,8 +431,23 @@ async fn submit_at_once(
     Ok(Some(results))
 }
 
-/// Inserts new generations, `queued`, with their audit rows and job messages, in one statement.
-async fn insert_rows(tx: &mut Tx, rows: &[(&SubmitRequest, NewRow)]) -> Result<(), sqlx::Error> {
+/// What [`insert_rows`] reads back of each new generation.
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    #[sqlx(flatten)]
+    view: ViewRow,
+    grants_adjusted: i64,
+    entries_written: i64,
+}
+
+/// Inserts new generations, `queued`, with their audit rows, their job messages and the batch's
+/// reservations and holds (`book`), in one statement, and returns them as their owners see them,
+/// but for what the statement cannot see of itself (their charge): [`as_accepted`] completes them.
+async fn insert_rows(
+    tx: &mut Tx,
+    rows: &[(&SubmitRequest, NewRow)],
+    book: &BookWrites,
+) -> Result<Vec<GenerationView>, SubmitError> {
     let column = |f: &dyn Fn(&SubmitRequest, &NewRow) -> String| -> Vec<String> {
         rows.iter().map(|(r, row)| f(r, row)).collect()
     };
@@ -426,10 +475,10 @@ async fn insert_rows(tx: &mut Tx, rows: &[(&SubmitRequest, NewRow)]) -> Result<(
         .iter()
         .map(|e| serde_json::to_value(e).expect("an envelope always serializes"))
         .collect();
-    // One statement: the generations, their `submit` audit rows and their job messages (the
-    // outbox). The audit rows' foreign keys are checked at the end of the statement, when the
-    // generations exist.
-    sqlx::query(
+    // One statement: the generations, their `submit` audit rows, their job messages (the outbox)
+    // and their credits. The foreign keys to the generations are checked at the end of the
+    // statement, when the generations exist.
+    let sql = format!(
         "WITH created AS (
          INSERT INTO generations
              (id, user_id, api_key_id, status, type, sub_type, model, mode, provider, provider_model,
@@ -444,39 +493,48 @@ async fn insert_rows(tx: &mut Tx, rows: &[(&SubmitRequest, NewRow)]) -> Result<(
                      $19::float8[])
            AS r(id, user_id, api_key_id, type, sub_type, model, mode, provider, provider_model,
                 billing, params, cost, price_version, token_hash, key_version, idempotency_key,
-                request_hash, deadline)),
+                request_hash, deadline)
+         RETURNING *),
          event AS (
              INSERT INTO generation_events (generation_id, from_status, to_status, cause, detail)
-             SELECT id, NULL, $4, 'submit', detail FROM UNNEST($1::uuid[], $20::jsonb[]) AS e(id, detail))
-         INSERT INTO outbox (message_id, routing_key, body)
-         SELECT * FROM UNNEST($21::uuid[], $22::text[], $23::jsonb[])",
-    )
-    .bind(&ids)
-    .bind(&users)
-    .bind(&api_keys)
-    .bind(GenerationStatus::Queued.as_str())
-    .bind(column(&|r, _| r.submission.model.media.as_str().to_owned()))
-    .bind(&sub_types)
-    .bind(column(&|r, _| r.submission.model.name.clone()))
-    .bind(column(&|r, _| r.submission.mode.as_str().to_owned()))
-    .bind(column(&|r, _| r.submission.model.provider.as_str().to_owned()))
-    .bind(column(&|r, _| r.submission.model.provider_model.clone()))
-    .bind(column(&|r, _| r.submission.model.billing.as_str().to_owned()))
-    .bind(&params)
-    .bind(&costs)
-    .bind(column(&|r, _| r.submission.catalogue_version.clone()))
-    .bind(&token_hashes)
-    .bind(&key_versions)
-    .bind(&idempotency_keys)
-    .bind(&request_hashes)
-    .bind(&deadlines)
-    .bind(&details)
-    .bind(&message_ids)
-    .bind(&routing_keys)
-    .bind(&bodies)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+             SELECT id, NULL, $4, 'submit', detail FROM UNNEST($1::uuid[], $20::jsonb[]) AS e(id, detail)),
+         queued AS (
+             INSERT INTO outbox (message_id, routing_key, body)
+             SELECT * FROM UNNEST($21::uuid[], $22::text[], $23::jsonb[])),
+         {book_ctes}
+         SELECT {VIEW_COLUMNS}, {book_counts} FROM created g",
+        book_ctes = BookWrites::ctes(24),
+        book_counts = BookWrites::COUNTS,
+    );
+    let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&ids)
+        .bind(&users)
+        .bind(&api_keys)
+        .bind(GenerationStatus::Queued.as_str())
+        .bind(column(&|r, _| r.submission.model.media.as_str().to_owned()))
+        .bind(&sub_types)
+        .bind(column(&|r, _| r.submission.model.name.clone()))
+        .bind(column(&|r, _| r.submission.mode.as_str().to_owned()))
+        .bind(column(&|r, _| r.submission.model.provider.as_str().to_owned()))
+        .bind(column(&|r, _| r.submission.model.provider_model.clone()))
+        .bind(column(&|r, _| r.submission.model.billing.as_str().to_owned()))
+        .bind(&params)
+        .bind(&costs)
+        .bind(column(&|r, _| r.submission.catalogue_version.clone()))
+        .bind(&token_hashes)
+        .bind(&key_versions)
+        .bind(&idempotency_keys)
+        .bind(&request_hashes)
+        .bind(&deadlines)
+        .bind(&details)
+        .bind(&message_ids)
+        .bind(&routing_keys)
+        .bind(&bodies);
+    let created: Vec<Inserted> = book.bind(query).fetch_all(&mut **tx).await?;
+    if let Some(first) = created.first() {
+        book.check(first.grants_adjusted, first.entries_written)?;
+    }
+    Ok(created.into_iter().map(|row| row.view.into_view(false)).collect())
 }
 
 /// Each submit of the batch in a savepoint of its own, run again after a deadlock, a

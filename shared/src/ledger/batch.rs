@@ -1,24 +1,42 @@
 //! The ledger side of a batch of submits (see `generation::submit::submit_batch`): the users'
 //! grants and holds are read once, after their rows were locked; reservations and holds are
 //! planned in memory, in the order of the submits, by the same rules as [`super::reserve`] and
-//! [`super::hold`]; then everything is written with one statement per table.
+//! [`super::hold`]; then everything is written by the statement that inserts the generations.
 //!
 //! A user with debt is not planned here: paying debt at submit moves credits between grants
 //! (see [`super::reserve`]), which the one-by-one path does.
 
 use std::collections::BTreeMap;
 
-use super::settlement::{CONSUMPTION_ORDER, CreditMove, USABLE_GRANT, move_credits, plan_draw};
+use sqlx::Postgres;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::types::Json;
+
+use super::settlement::{CONSUMPTION_ORDER, CreditMove, MoveColumns, USABLE_GRANT, plan_draw};
 use super::{LedgerError, LedgerGeneration, TransType};
-use crate::db::Tx;
 use crate::ids::{GenerationId, GrantId, UserId};
 
 /// What a batch's read of its users (`FROM users u`) selects for the book, after `u.id`: the
-/// user's debt and what its active holds keep back. The caller reads them in the statement that
-/// reads what else it needs of the users (one round trip for a batch).
-pub const BOOK_USER_COLUMNS: &str = "u.debt,
-    (SELECT COALESCE(sum(h.amount), 0)::bigint FROM credit_holds h
-     WHERE h.user_id = u.id AND h.released_at IS NULL)";
+/// user's debt, what its active holds keep back, and its usable grants in consumption order
+/// (locked, as a JSON array of `[id, remaining]`). The caller reads them in the statement that
+/// reads what else it needs of the users (one round trip for a batch), after locking the users'
+/// rows: every ledger operation locks its user first, so what is read stays true until the
+/// batch commits.
+pub fn book_user_columns() -> String {
+    format!(
+        "u.debt,
+         (SELECT COALESCE(sum(h.amount), 0)::bigint FROM credit_holds h
+          WHERE h.user_id = u.id AND h.released_at IS NULL),
+         (SELECT COALESCE(json_agg(json_build_array(g.id, g.remaining) ORDER BY {CONSUMPTION_ORDER}),
+                          '[]')
+          FROM (SELECT id, remaining, priority, expires_at, created_at FROM credit_grants
+                WHERE user_id = u.id AND {USABLE_GRANT} FOR NO KEY UPDATE) g)"
+    )
+}
+
+/// One user as [`book_user_columns`] reads them: id, debt, held, usable grants.
+pub type BookUser = (UserId, i64, i64, Json<Vec<(GrantId, i64)>>);
 
 /// What one user has, as the batch's plan stands.
 #[derive(Debug, Default)]
@@ -52,35 +70,17 @@ pub struct SubmitBook {
 }
 
 impl SubmitBook {
-    /// Reads the users' usable grants (locking them). `found` is what the caller's read of the
-    /// users (with [`BOOK_USER_COLUMNS`]) returned: each user's id, debt and active holds. The
-    /// caller has locked the users' rows in this transaction. `None` if a user has debt or does
-    /// not exist: such a batch is for the one-by-one path.
-    pub async fn load(
-        tx: &mut Tx,
-        users: &[UserId],
-        found: Vec<(UserId, i64, i64)>,
-    ) -> Result<Option<Self>, LedgerError> {
-        if found.len() != users.len() || found.iter().any(|(_, debt, _)| *debt != 0) {
-            return Ok(None);
+    /// The book of `users` as the caller's read of them (with [`book_user_columns`]) found them.
+    /// `None` if a user has debt or does not exist: such a batch is for the one-by-one path.
+    pub fn of(users: &[UserId], found: Vec<BookUser>) -> Option<Self> {
+        if found.len() != users.len() || found.iter().any(|(_, debt, _, _)| *debt != 0) {
+            return None;
         }
-        let mut accounts: BTreeMap<UserId, Account> = found
+        let accounts = found
             .into_iter()
-            .map(|(user, _, held)| (user, Account { grants: Vec::new(), held }))
+            .map(|(user, _, held, Json(grants))| (user, Account { grants, held }))
             .collect();
-        let sql = format!(
-            "SELECT user_id, id, remaining FROM credit_grants
-             WHERE user_id = ANY($1) AND {USABLE_GRANT}
-             ORDER BY user_id, {CONSUMPTION_ORDER} FOR NO KEY UPDATE"
-        );
-        let grants: Vec<(UserId, GrantId, i64)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(users).fetch_all(&mut **tx).await?;
-        for (user, grant, remaining) in grants {
-            if let Some(account) = accounts.get_mut(&user) {
-                account.grants.push((grant, remaining));
-            }
-        }
-        Ok(Some(Self { accounts, draws: Vec::new(), holds: Vec::new() }))
+        Some(Self { accounts, draws: Vec::new(), holds: Vec::new() })
     }
 
     /// Whether `cost` can be reserved or held for the user now: the error [`super::reserve`]
@@ -123,9 +123,9 @@ impl SubmitBook {
         Ok(())
     }
 
-    /// Writes the plan: every draw (grants and their entries in one statement) and every hold.
-    /// The generations must exist already (the entries and holds refer to them).
-    pub async fn write(self, tx: &mut Tx) -> Result<(), LedgerError> {
+    /// The plan as writes for the statement that inserts the batch's generations (see
+    /// [`BookWrites`]).
+    pub fn into_writes(self) -> BookWrites {
         let moves: Vec<CreditMove> = self
             .draws
             .iter()
@@ -137,26 +137,79 @@ impl SubmitBook {
                 amount: -d.amount,
             })
             .collect();
-        move_credits(tx, &moves).await?;
-        let reserved: i64 = self.draws.iter().map(|d| d.amount).sum();
+        BookWrites {
+            moves: MoveColumns::of(&moves),
+            hold_generations: self.holds.iter().map(|(g, _)| g.id).collect(),
+            hold_users: self.holds.iter().map(|(g, _)| g.user_id).collect(),
+            hold_amounts: self.holds.iter().map(|(_, amount)| *amount).collect(),
+        }
+    }
+}
+
+/// A batch's reservations (grants drawn, their entries) and holds, written by the statement that
+/// inserts the batch's generations: one round trip fewer per batch than a statement of their own.
+/// The entries and holds refer to the generations; foreign keys are checked at the end of the
+/// statement, when the generations exist. The default writes nothing.
+#[derive(Debug, Default)]
+pub struct BookWrites {
+    moves: MoveColumns,
+    hold_generations: Vec<GenerationId>,
+    hold_users: Vec<UserId>,
+    hold_amounts: Vec<i64>,
+}
+
+impl BookWrites {
+    /// How many parameters [`Self::ctes`] takes.
+    pub const PARAMS: usize = 9;
+
+    /// What the statement selects (in every row) for [`Self::check`]: how many grants it
+    /// adjusted and how many entries it wrote.
+    pub const COUNTS: &str = "(SELECT count(*) FROM adjusted) AS grants_adjusted,
+        (SELECT count(*) FROM written) AS entries_written";
+
+    /// The common table expressions that write the book (`moves`, `adjusted`, `written`,
+    /// `held`), their [`Self::PARAMS`] parameters numbered from `first`, bound by [`Self::bind`].
+    pub fn ctes(first: usize) -> String {
+        format!(
+            "{},
+             held AS (
+                 INSERT INTO credit_holds (generation_id, user_id, amount)
+                 SELECT * FROM UNNEST(${}::uuid[], ${}::uuid[], ${}::bigint[]))",
+            MoveColumns::ctes(first),
+            first + 6,
+            first + 7,
+            first + 8
+        )
+    }
+
+    /// Binds the parameters of [`Self::ctes`], after those bound before.
+    pub fn bind<'q, O>(
+        &'q self,
+        query: QueryAs<'q, Postgres, O, PgArguments>,
+    ) -> QueryAs<'q, Postgres, O, PgArguments> {
+        query
+            .bind(&self.moves.entry_ids)
+            .bind(&self.moves.grants)
+            .bind(&self.moves.users)
+            .bind(&self.moves.generations)
+            .bind(&self.moves.types)
+            .bind(&self.moves.amounts)
+            .bind(&self.hold_generations)
+            .bind(&self.hold_users)
+            .bind(&self.hold_amounts)
+    }
+
+    /// Whether the statement wrote the whole book ([`Self::COUNTS`]); counts what was reserved
+    /// and held.
+    pub fn check(&self, grants_adjusted: i64, entries_written: i64) -> Result<(), LedgerError> {
+        self.moves.check(grants_adjusted, entries_written)?;
+        let reserved: i64 = -self.moves.amounts.iter().sum::<i64>();
         if reserved > 0 {
             metrics::counter!("gengate_ledger_reserved_credits_total")
                 .increment(reserved.unsigned_abs());
         }
-        if !self.holds.is_empty() {
-            let generations: Vec<GenerationId> = self.holds.iter().map(|(g, _)| g.id).collect();
-            let users: Vec<UserId> = self.holds.iter().map(|(g, _)| g.user_id).collect();
-            let amounts: Vec<i64> = self.holds.iter().map(|(_, amount)| *amount).collect();
-            sqlx::query(
-                "INSERT INTO credit_holds (generation_id, user_id, amount)
-                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[])",
-            )
-            .bind(&generations)
-            .bind(&users)
-            .bind(&amounts)
-            .execute(&mut **tx)
-            .await?;
-            let held: i64 = amounts.iter().sum();
+        let held: i64 = self.hold_amounts.iter().sum();
+        if held > 0 {
             metrics::counter!("gengate_ledger_held_credits_total").increment(held.unsigned_abs());
         }
         Ok(())

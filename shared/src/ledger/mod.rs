@@ -30,7 +30,7 @@ mod queries;
 mod reconcile;
 mod settlement;
 
-pub use batch::{BOOK_USER_COLUMNS, SubmitBook};
+pub use batch::{BookUser, BookWrites, SubmitBook, book_user_columns};
 pub use grants::{GrantOutcome, GrantSource, MAX_GRANT, NewGrant, grant};
 pub use queries::{
     Balance, EntryView, GrantView, SummaryLine, TimelinePage, TimelineQuery, balance,

@@ -122,53 +122,98 @@ pub(super) struct CreditMove {
     pub(super) amount: i64,
 }
 
-/// Applies `moves` with one statement (one round trip on the submit path): each grant's remaining
-/// credits change by the sum of its moves (an `UPDATE … FROM` applies one joined row per target
-/// row, so several moves of one grant are summed first), and each move is written as an entry.
-/// `CHECK (remaining >= 0)` still refuses an overdraft.
+/// Applies `moves` with one statement: each grant's remaining credits change by the sum of its
+/// moves, and each move is written as an entry (see [`MoveColumns::ctes`]).
 pub(super) async fn move_credits(tx: &mut Tx, moves: &[CreditMove]) -> Result<(), LedgerError> {
     if moves.is_empty() {
         return Ok(());
     }
-    let entry_ids: Vec<EntryId> = moves.iter().map(|_| EntryId::new()).collect();
-    let grants: Vec<GrantId> = moves.iter().map(|m| m.grant_id).collect();
-    let users: Vec<UserId> = moves.iter().map(|m| m.user_id).collect();
-    let generations: Vec<Option<GenerationId>> = moves.iter().map(|m| m.generation).collect();
-    let types: Vec<&str> = moves.iter().map(|m| m.trans_type.as_str()).collect();
-    let amounts: Vec<i64> = moves.iter().map(|m| m.amount).collect();
-    let (adjusted, written): (i64, i64) = sqlx::query_as(
-        "WITH moves AS (
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::bigint[])
-                 AS m(entry_id, grant_id, user_id, generation_id, trans_type, amount)),
-         adjusted AS (
-             UPDATE credit_grants g SET remaining = g.remaining + t.total
-             FROM (SELECT grant_id, sum(amount) AS total FROM moves GROUP BY grant_id) t
-             WHERE g.id = t.grant_id
-             RETURNING g.id),
-         written AS (
-             INSERT INTO ledger_entries (id, user_id, grant_id, generation_id, trans_type, amount)
-             SELECT entry_id, user_id, grant_id, generation_id, trans_type, amount FROM moves
-             RETURNING id)
-         SELECT (SELECT count(*) FROM adjusted), (SELECT count(*) FROM written)",
-    )
-    .bind(&entry_ids)
-    .bind(&grants)
-    .bind(&users)
-    .bind(&generations)
-    .bind(&types)
-    .bind(&amounts)
-    .fetch_one(&mut **tx)
-    .await?;
-    let distinct_grants = grants.iter().collect::<std::collections::BTreeSet<_>>().len();
-    if usize::try_from(adjusted).ok() != Some(distinct_grants)
-        || usize::try_from(written).ok() != Some(moves.len())
-    {
-        return Err(LedgerError::Inconsistent(format!(
-            "adjusted {adjusted} of {distinct_grants} grants and wrote {written} of {} entries",
-            moves.len()
-        )));
+    let columns = MoveColumns::of(moves);
+    let sql = format!(
+        "WITH {} SELECT (SELECT count(*) FROM adjusted), (SELECT count(*) FROM written)",
+        MoveColumns::ctes(1)
+    );
+    let (adjusted, written): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&columns.entry_ids)
+        .bind(&columns.grants)
+        .bind(&columns.users)
+        .bind(&columns.generations)
+        .bind(&columns.types)
+        .bind(&columns.amounts)
+        .fetch_one(&mut **tx)
+        .await?;
+    columns.check(adjusted, written)
+}
+
+/// Credit moves as the columns of one statement, for [`move_credits`] or for a caller that
+/// applies them in a statement of its own (the submit batch writes its generations and their
+/// reservations in one).
+#[derive(Debug, Default)]
+pub(super) struct MoveColumns {
+    pub(super) entry_ids: Vec<EntryId>,
+    pub(super) grants: Vec<GrantId>,
+    pub(super) users: Vec<UserId>,
+    pub(super) generations: Vec<Option<GenerationId>>,
+    pub(super) types: Vec<String>,
+    pub(super) amounts: Vec<i64>,
+}
+
+impl MoveColumns {
+    pub(super) fn of(moves: &[CreditMove]) -> Self {
+        Self {
+            entry_ids: moves.iter().map(|_| EntryId::new()).collect(),
+            grants: moves.iter().map(|m| m.grant_id).collect(),
+            users: moves.iter().map(|m| m.user_id).collect(),
+            generations: moves.iter().map(|m| m.generation).collect(),
+            types: moves.iter().map(|m| m.trans_type.clone()).collect(),
+            amounts: moves.iter().map(|m| m.amount).collect(),
+        }
     }
-    Ok(())
+
+    /// The common table expressions that apply the moves: `moves`, `adjusted` (the grants, one
+    /// row each; an `UPDATE … FROM` applies one joined row per target row, so several moves of
+    /// one grant are summed first) and `written` (the entries). Their parameters are numbered from
+    /// `first`, bound in the order of the fields. `CHECK (remaining >= 0)` still refuses an
+    /// overdraft.
+    pub(super) fn ctes(first: usize) -> String {
+        let p = |n: usize| first + n;
+        format!(
+            "moves AS (
+                 SELECT * FROM UNNEST(${}::uuid[], ${}::uuid[], ${}::uuid[], ${}::uuid[], ${}::text[],
+                                      ${}::bigint[])
+                     AS m(entry_id, grant_id, user_id, generation_id, trans_type, amount)),
+             adjusted AS (
+                 UPDATE credit_grants g SET remaining = g.remaining + t.total
+                 FROM (SELECT grant_id, sum(amount) AS total FROM moves GROUP BY grant_id) t
+                 WHERE g.id = t.grant_id
+                 RETURNING g.id),
+             written AS (
+                 INSERT INTO ledger_entries (id, user_id, grant_id, generation_id, trans_type, amount)
+                 SELECT entry_id, user_id, grant_id, generation_id, trans_type, amount FROM moves
+                 RETURNING id)",
+            p(0),
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5)
+        )
+    }
+
+    /// Whether the statement adjusted every grant and wrote every entry (`count(*)` of
+    /// `adjusted` and `written`).
+    pub(super) fn check(&self, adjusted: i64, written: i64) -> Result<(), LedgerError> {
+        let distinct_grants = self.grants.iter().collect::<std::collections::BTreeSet<_>>().len();
+        if usize::try_from(adjusted).ok() != Some(distinct_grants)
+            || usize::try_from(written).ok() != Some(self.entry_ids.len())
+        {
+            return Err(LedgerError::Inconsistent(format!(
+                "adjusted {adjusted} of {distinct_grants} grants and wrote {written} of {} entries",
+                self.entry_ids.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Adds `deltas[i]` to the remaining credits of `grant_ids[i]` (negative to draw).

@@ -60,7 +60,9 @@ pub enum Scenario {
     Reads,
     /// Accepted submits per second, every client submitting as one user.
     HotUser,
-    /// Accepted submits of one client alone: the latency floor.
+    /// Accepted submits of one client alone at a light, random pace
+    /// ([`BenchConfig::one_client_rate`]), the workers stopped like `api-alone`: the latency of the
+    /// submit path under light load (the batcher must not add to it).
     OneClient,
 }
 
@@ -91,6 +93,11 @@ impl Scenario {
         }
     }
 
+    /// It runs with the workers stopped (its figures are the API's submit path alone).
+    pub fn pauses_workers(self) -> bool {
+        matches!(self, Scenario::ApiAlone | Scenario::OneClient)
+    }
+
     /// It submits jobs as bench users.
     pub fn submits(self) -> bool {
         !matches!(self, Scenario::Reads)
@@ -114,6 +121,8 @@ pub struct BenchConfig {
     pub job_timeout: Duration,
     /// e2e: pause between polls of a job.
     pub poll_interval: Duration,
+    /// one-client: submits per second, on average (see `load::closed_loop`'s pace).
+    pub one_client_rate: u32,
     /// Where `api.pid`, `worker*.pid` and `sim.pid` are (`deploy/dev` writes them next to
     /// `dev.env`).
     pub pid_dir: Option<PathBuf>,
@@ -233,14 +242,17 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
                     _ => users.clients[..1].to_vec(),
                 };
                 let name = scenario.name();
-                // api-alone: the workers are stopped from before the first snapshot until after
-                // the last, so that the window holds none of their work. Should the scenario end
-                // any other way than through `resume` below, dropping `paused` resumes them.
+                // api-alone and one-client: the workers are stopped from before the first snapshot
+                // until after the last, so that the window holds none of their work. Should the
+                // scenario end any other way than through `resume` below, dropping `paused`
+                // resumes them.
                 let mut paused =
-                    (*scenario == Scenario::ApiAlone).then(|| pause_workers(&config, &mut report));
+                    scenario.pauses_workers().then(|| pause_workers(name, &config, &mut report));
+                let pace = (*scenario == Scenario::OneClient)
+                    .then(|| Duration::from_secs(1) / config.one_client_rate.max(1));
                 let (run, start, end) = measured(
                     &accounting,
-                    submit::run(&api, name, &clients, config.duration, &stop),
+                    submit::run(&api, name, &clients, config.duration, pace, &stop),
                 )
                 .await;
                 if let Some(paused) = &mut paused {
@@ -309,14 +321,18 @@ pub async fn run(config: BenchConfig, stop: CancellationToken) -> anyhow::Result
     Ok(report)
 }
 
-/// Stops the workers for `api-alone`. Whatever worker could not be stopped (none found, or the
-/// signal refused) is warned about: the scenario still runs, but its figures include that
-/// worker's work.
-fn pause_workers(config: &BenchConfig, report: &mut Report) -> pause::PausedWorkers {
+/// Stops the workers for `scenario` (see [`Scenario::pauses_workers`]). Whatever worker could
+/// not be stopped (none found, or the signal refused) is warned about: the scenario still runs,
+/// but its figures include that worker's work.
+fn pause_workers(
+    scenario: &str,
+    config: &BenchConfig,
+    report: &mut Report,
+) -> pause::PausedWorkers {
     let workers = config.pid_dir.as_deref().map(pause::find_workers).unwrap_or_default();
     if workers.is_empty() {
         report.warnings.push(format!(
-            "api-alone: the workers could not be paused (no running worker process found through \
+            "{scenario}: the workers could not be paused (no running worker process found through \
              worker*.pid in {}): its figures include the workers' work",
             config
                 .pid_dir
@@ -327,7 +343,7 @@ fn pause_workers(config: &BenchConfig, report: &mut Report) -> pause::PausedWork
     let (paused, failures) = pause::PausedWorkers::pause(&workers);
     for failure in failures {
         report.warnings.push(format!(
-            "api-alone: could not pause {failure}: its figures include that worker's work"
+            "{scenario}: could not pause {failure}: its figures include that worker's work"
         ));
     }
     paused

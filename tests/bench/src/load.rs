@@ -1,5 +1,6 @@
 //! The closed loop every request-rate scenario uses: `concurrency` clients, each sending its next
-//! request as soon as the previous one answered, until the window closes.
+//! request as soon as the previous one answered (or, paced, at its next arrival), until the window
+//! closes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,13 +58,43 @@ struct ClientTally {
     unexpected: Unexpected,
 }
 
+/// When a paced client sends its requests: a Poisson process (independent exponential gaps of a
+/// given mean), the usual model of requests from many independent users. Even gaps would lock
+/// the client in step with whatever else runs on a fixed period (the simulator's tasks take a
+/// fixed 200 ms), so that every request met the same part of it.
+struct Arrivals {
+    next: Instant,
+    mean: Duration,
+    rng: rand::rngs::StdRng,
+}
+
+impl Arrivals {
+    fn new(start: Instant, mean: Duration, seed: u64) -> Self {
+        use rand::SeedableRng;
+        Self { next: start, mean, rng: rand::rngs::StdRng::seed_from_u64(seed) }
+    }
+
+    /// The time of the next request (the first is at the start).
+    fn next(&mut self) -> Instant {
+        use rand::Rng;
+        let at = self.next;
+        // Inverse transform: -ln(U) × mean, U in (0, 1].
+        let u: f64 = 1.0 - self.rng.random::<f64>();
+        self.next += self.mean.mul_f64(-u.ln());
+        at
+    }
+}
+
 /// Runs `concurrency` clients for `window`; client `c` sends its `n`-th request as
-/// `request(c, n)`, and an answer counts when its status is `expected`. `stop` ends the loop
-/// early.
+/// `request(c, n)`, and an answer counts when its status is `expected`. With a `pace`, a client
+/// sends its requests at the times of [`Arrivals`] with that mean gap (a light load, whose
+/// latency is not the machine's saturation), or as soon as the previous one answered if that is
+/// later; without, always as soon as the previous one answered. `stop` ends the loop early.
 pub async fn closed_loop<F, Fut>(
     label: &str,
     concurrency: usize,
     window: Duration,
+    pace: Option<Duration>,
     expected: u16,
     stop: &CancellationToken,
     request: F,
@@ -83,8 +114,19 @@ where
             let stop = stop.clone();
             tokio::spawn(async move {
                 let mut tally = ClientTally::default();
+                let mut arrivals = pace.map(|mean| Arrivals::new(start, mean, client as u64));
                 while Instant::now() < deadline && !stop.is_cancelled() {
                     let n = tally.requests;
+                    if let Some(arrivals) = &mut arrivals {
+                        let slot = arrivals.next();
+                        if slot >= deadline {
+                            break;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(slot.into()) => {}
+                            _ = stop.cancelled() => break,
+                        }
+                    }
                     tally.requests += 1;
                     match request(client, n).await {
                         Ok(answer) if answer.status == expected => {
@@ -144,4 +186,48 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answered() -> Result<Answer, reqwest::Error> {
+        Ok(Answer { status: 200, latency: Duration::from_micros(10), body: Default::default() })
+    }
+
+    #[test]
+    fn arrivals_average_their_mean_gap() {
+        let start = Instant::now();
+        let mut arrivals = Arrivals::new(start, Duration::from_millis(100), 7);
+        assert_eq!(arrivals.next(), start);
+        let mut last = start;
+        for _ in 0..10_000 {
+            last = arrivals.next();
+        }
+        let mean = last.duration_since(start).as_secs_f64() / 10_000.0;
+        assert!((0.095..0.105).contains(&mean), "mean gap {mean} s");
+    }
+
+    #[tokio::test]
+    async fn a_paced_client_sends_no_faster_than_its_pace() {
+        let stop = CancellationToken::new();
+        let window = Duration::from_millis(400);
+        let paced = closed_loop(
+            "paced",
+            1,
+            window,
+            Some(Duration::from_millis(100)),
+            200,
+            &stop,
+            |_, _| answered(),
+        )
+        .await;
+        // Four arrivals expected in the window (seeded: the same every run); answered at once, an
+        // unpaced client sends thousands.
+        assert!((1..=20).contains(&paced.requests), "{} requests", paced.requests);
+        assert_eq!(paced.ok, paced.requests);
+        let unpaced = closed_loop("unpaced", 1, window, None, 200, &stop, |_, _| answered()).await;
+        assert!(unpaced.requests > 100, "{} requests", unpaced.requests);
+    }
 }

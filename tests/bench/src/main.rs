@@ -33,7 +33,8 @@ struct Args {
     json: Option<PathBuf>,
     /// Which scenario to run; `all` runs e2e, reads, api-alone, submit, hot-user, then
     /// one-client. `api-alone` is `submit` with the worker processes (worker*.pid) stopped with
-    /// SIGSTOP for the window and resumed with SIGCONT after it.
+    /// SIGSTOP for the window and resumed with SIGCONT after it; `one-client` is one client at a
+    /// light random pace (--one-client-rate), the workers stopped the same way.
     #[arg(long, value_enum, default_value_t = Which::All)]
     scenario: Which,
     /// Skip the pgbench baseline.
@@ -62,6 +63,11 @@ struct Args {
     /// (default: port 15692 of the host in GENGATE__AMQP__URL).
     #[arg(long)]
     broker_metrics_url: Option<String>,
+    /// one-client: submits per second of its one client, on average (at random times, a Poisson
+    /// process): a light load, so that the latency it measures is a lone submit's, not the
+    /// machine's saturation.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    one_client_rate: u32,
     /// Where api.pid, worker*.pid and sim.pid are (default: the env file's directory).
     #[arg(long)]
     pid_dir: Option<PathBuf>,
@@ -134,6 +140,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         baseline: !args.no_baseline,
         job_timeout: args.job_timeout,
         poll_interval: args.poll_interval,
+        one_client_rate: args.one_client_rate,
         pid_dir,
     };
 
@@ -145,7 +152,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 eprintln!("gengate-bench: stopping (Ctrl-C again to quit at once)");
                 stop.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    // `exit` runs no destructors: resume the workers `api-alone` stopped first.
+                    // `exit` runs no destructors: resume the workers a scenario stopped first.
                     let resumed = gengate_bench::pause::resume_all();
                     if resumed > 0 {
                         eprintln!("gengate-bench: resumed {resumed} paused worker processes");

@@ -1,6 +1,6 @@
-//! The workers stopped for `api-alone`'s window, so that what is measured is the API's submit
-//! path alone: its CPU time, commits, WAL and messages, without the workers taking the jobs it
-//! accepts.
+//! The workers stopped for the windows of `api-alone` and `one-client`, so that what is measured
+//! is the API's submit path alone: its CPU time, commits, WAL and messages, without the workers
+//! taking the jobs it accepts.
 //!
 //! The workers are the processes of the `worker*.pid` files `deploy/dev` writes next to
 //! `dev.env`. `SIGSTOP` stops a process where it stands (it can neither catch nor ignore it) and

@@ -129,7 +129,7 @@ pub async fn credits(
     window: Duration,
     stop: &CancellationToken,
 ) -> LoopReport {
-    closed_loop("reads: credits", concurrency, window, 200, stop, {
+    closed_loop("reads: credits", concurrency, window, None, 200, stop, {
         let (api, key) = (api.clone(), seeded.key.clone());
         move |_, _| {
             let (api, key) = (api.clone(), key.clone());
@@ -147,7 +147,7 @@ pub async fn generation(
     window: Duration,
     stop: &CancellationToken,
 ) -> LoopReport {
-    closed_loop("reads: generation", concurrency, window, 200, stop, {
+    closed_loop("reads: generation", concurrency, window, None, 200, stop, {
         let (api, key, paths) = (api.clone(), seeded.key.clone(), seeded.paths.clone());
         move |client, n| {
             let (api, key, paths) = (api.clone(), key.clone(), paths.clone());

@@ -157,10 +157,12 @@ impl Report {
             ("api-alone", "accepted submits (202), workers paused", &self.api_alone),
             ("submit", "accepted submits (202)", &self.submit),
             ("hot-user", "accepted submits (202), every client as one user", &self.hot_user),
-            ("one-client", "accepted submits (202), one client alone", &self.one_client),
+            ("one-client", "accepted submits (202), one paced client alone", &self.one_client),
         ] {
             if let Some(run) = run {
-                lines.push(loop_line(name, counts, run, ratio(run.ok_per_s)));
+                // A paced client's rate is its pace, not a throughput: it has no ratio.
+                let vs = if name == "one-client" { None } else { ratio(run.ok_per_s) };
+                lines.push(loop_line(name, counts, run, vs));
             }
         }
         for line in &mut lines {
@@ -554,6 +556,7 @@ mod tests {
             baseline: true,
             job_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_millis(50),
+            one_client_rate: 10,
             pid_dir: None,
         };
         let mut report = Report::new(&config, "2026-01-01T00:00:00Z".into(), "1a2b3c4d");

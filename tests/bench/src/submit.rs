@@ -31,18 +31,19 @@ pub fn job_body() -> Bytes {
 
 /// Runs the scenario: one client per user, for `window`. The same user may stand in the list
 /// more than once (`hot-user`: every client submits as one user), or only one user with one
-/// client (`one-client`). `label` names the progress bar.
+/// client, paced (`one-client`). `label` names the progress bar.
 pub async fn run(
     api: &Api,
     label: &str,
     users: &[BenchUser],
     window: Duration,
+    pace: Option<Duration>,
     stop: &CancellationToken,
 ) -> LoopReport {
     let keys: Arc<Vec<String>> = Arc::new(users.iter().map(|u| u.key.clone()).collect());
     let body = job_body();
     let api = api.clone();
-    closed_loop(label, keys.len(), window, 202, stop, move |client, _| {
+    closed_loop(label, keys.len(), window, pace, 202, stop, move |client, _| {
         let (api, keys, body) = (api.clone(), keys.clone(), body.clone());
         async move { api.submit(&keys[client], body).await }
     })
