@@ -79,6 +79,12 @@ impl HandlerError {
         HandlerError::Fatal { kind: "configuration", message: message.into() }
     }
 
+    /// A stored generation the worker cannot read (a status, provider or mode it does not know,
+    /// content it cannot parse): never guessed at.
+    pub fn bad_row(id: GenerationId, why: impl std::fmt::Display) -> Self {
+        HandlerError::Fatal { kind: "bad_row", message: format!("generation {id}: {why}") }
+    }
+
     /// A short, stable name for the error's kind (the dead-letter header and the metrics label).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -132,9 +138,7 @@ pub async fn dispatch(
 async fn load(ctx: &WorkerContext, id: GenerationId) -> Result<Option<Job>, HandlerError> {
     ctx.jobs.get(id).await.map_err(|err| match err {
         // A status, provider or mode this worker does not know: never guessed at.
-        ReadError::Undecodable(why) => {
-            HandlerError::Fatal { kind: "bad_row", message: format!("generation {id}: {why}") }
-        }
+        ReadError::Undecodable(why) => HandlerError::bad_row(id, why),
         ReadError::Query(why) => HandlerError::Database(sqlx::Error::Protocol(why)),
     })
 }
@@ -143,9 +147,7 @@ async fn load(ctx: &WorkerContext, id: GenerationId) -> Result<Option<Job>, Hand
 /// mode it does not know) is fatal, never guessed at.
 fn undecodable(id: GenerationId, err: sqlx::Error) -> HandlerError {
     match err {
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-            HandlerError::Fatal { kind: "bad_row", message: format!("generation {id}: {err}") }
-        }
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => HandlerError::bad_row(id, err),
         err => HandlerError::Database(err),
     }
 }
@@ -164,10 +166,7 @@ fn provider_of(ctx: &WorkerContext, job: &Job) -> Result<Arc<dyn ProviderClient>
 
 /// A stored generation whose content the worker cannot read.
 fn bad_row(job: &Job, what: &str, err: impl std::fmt::Display) -> HandlerError {
-    HandlerError::Fatal {
-        kind: "bad_row",
-        message: format!("generation {}: {what}: {err}", job.id),
-    }
+    HandlerError::bad_row(job.id, format_args!("{what}: {err}"))
 }
 
 /// The one way the worker fails a job: `transition` (which leads to `failed`) with its refund or
