@@ -8,7 +8,7 @@
 //! entirely or not at all, in a savepoint of its own.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde_json::json;
 
@@ -220,7 +220,7 @@ const BATCH_ITEM_ATTEMPTS: u32 = 4;
 /// applied in the order given, each seeing the ones before it: of two submits with one
 /// idempotency key the second replays the first, and a user's credits go to the earlier ones.
 ///
-/// Most batches are planned and written at once, in five round trips whatever their size (a lone
+/// Most batches are planned and written at once, in four round trips whatever their size (a lone
 /// submit's latency is mostly round trips). What that path cannot take (a key used before, a user
 /// with debt) goes one by one, each submit in a savepoint of its own, in the same transaction;
 /// a statement of the at-once path that fails sends the batch one by one in a new transaction.
@@ -291,6 +291,27 @@ async fn begin_locking(pool: &PgPool, users: &[UserId], plans: Plans) -> Result<
 /// idempotency keys was used before (the same for every row).
 type BatchUser = (UserId, i64, i64, Json<Vec<(GrantId, i64)>>, i32, i64, bool);
 
+/// What [`submit_at_once`] reads, in one statement: the users' credits side (their grants
+/// locked), their limits and jobs in flight, and whether any of the batch's idempotency keys was
+/// used before. Built once. The in-flight statuses are written out (constants of this code), not
+/// bound: the statement runs with a generic plan (see `begin_locking`), which uses the in-flight
+/// partial index only if it can see the statuses.
+static READ_BATCH: LazyLock<String> = LazyLock::new(|| {
+    let in_flight_statuses: Vec<String> =
+        GenerationStatus::IN_FLIGHT.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    format!(
+        "SELECT u.id, {}, COALESCE(u.max_in_flight, $2),
+                (SELECT count(*) FROM generations f
+                 WHERE f.user_id = u.id AND f.status IN ({})),
+                EXISTS (SELECT 1 FROM generations g
+                        JOIN UNNEST($3::uuid[], $4::text[]) AS k(user_id, key)
+                          ON g.user_id = k.user_id AND g.idempotency_key = k.key)
+         FROM users u WHERE u.id = ANY($1)",
+        ledger::book_user_columns(),
+        in_flight_statuses.join(", ")
+    )
+});
+
 /// What became of one submit of a batch planned at once.
 enum Planned {
     /// Accepted: the `n`th new row.
@@ -317,25 +338,8 @@ async fn submit_at_once(
     }
     let (key_users, key_names): (Vec<UserId>, Vec<&str>) =
         requests.iter().filter_map(|r| Some((r.user_id, r.idempotency_key.as_deref()?))).unzip();
-    // One statement: the users' credits side (their grants locked), their limits and jobs in
-    // flight, and whether any of the batch's idempotency keys was used before.
-    // The in-flight statuses are written out (constants of this code), not bound: the statement
-    // runs with a generic plan (see `begin_locking`), which uses the in-flight partial index only
-    // if it can see the statuses.
-    let in_flight_statuses: Vec<String> =
-        GenerationStatus::IN_FLIGHT.iter().map(|s| format!("'{}'", s.as_str())).collect();
-    let sql = format!(
-        "SELECT u.id, {}, COALESCE(u.max_in_flight, $2),
-                (SELECT count(*) FROM generations f
-                 WHERE f.user_id = u.id AND f.status IN ({})),
-                EXISTS (SELECT 1 FROM generations g
-                        JOIN UNNEST($3::uuid[], $4::text[]) AS k(user_id, key)
-                          ON g.user_id = k.user_id AND g.idempotency_key = k.key)
-         FROM users u WHERE u.id = ANY($1)",
-        ledger::book_user_columns(),
-        in_flight_statuses.join(", ")
-    );
-    let found: Vec<BatchUser> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    // One statement (`READ_BATCH`).
+    let found: Vec<BatchUser> = sqlx::query_as(sqlx::AssertSqlSafe(READ_BATCH.as_str()))
         .bind(users)
         .bind(default_limit)
         .bind(&key_users)
@@ -431,6 +435,40 @@ async fn submit_at_once(
     Ok(Some(results))
 }
 
+/// What [`insert_rows`] runs, built once: the generations, their `submit` audit rows, their job
+/// messages (the outbox) and their credits, in one statement. The foreign keys to the generations
+/// are checked at the end of the statement, when the generations exist.
+static INSERT_ROWS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH created AS (
+         INSERT INTO generations
+             (id, user_id, api_key_id, status, type, sub_type, model, mode, provider, provider_model,
+              billing, params, cost, price_version, webhook_token_hash, webhook_key_version,
+              idempotency_key, request_hash, deadline_at)
+         SELECT id, user_id, api_key_id, $4, type, sub_type, model, mode, provider, provider_model,
+                billing, params, cost, price_version, token_hash, key_version, idempotency_key,
+                request_hash, now() + make_interval(secs => deadline)
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[], $13::bigint[],
+                     $14::text[], $15::bytea[], $16::smallint[], $17::text[], $18::bytea[],
+                     $19::float8[])
+           AS r(id, user_id, api_key_id, type, sub_type, model, mode, provider, provider_model,
+                billing, params, cost, price_version, token_hash, key_version, idempotency_key,
+                request_hash, deadline)
+         RETURNING *),
+         event AS (
+             INSERT INTO generation_events (generation_id, from_status, to_status, cause, detail)
+             SELECT id, NULL, $4, 'submit', detail FROM UNNEST($1::uuid[], $20::jsonb[]) AS e(id, detail)),
+         queued AS (
+             INSERT INTO outbox (message_id, routing_key, body)
+             SELECT * FROM UNNEST($21::uuid[], $22::text[], $23::jsonb[])),
+         {book_ctes}
+         SELECT {VIEW_COLUMNS}, {book_counts} FROM created g",
+        book_ctes = BookWrites::ctes(24),
+        book_counts = BookWrites::COUNTS
+    )
+});
+
 /// What [`insert_rows`] reads back of each new generation.
 #[derive(sqlx::FromRow)]
 struct Inserted {
@@ -475,38 +513,7 @@ async fn insert_rows(
         .iter()
         .map(|e| serde_json::to_value(e).expect("an envelope always serializes"))
         .collect();
-    // One statement: the generations, their `submit` audit rows, their job messages (the outbox)
-    // and their credits. The foreign keys to the generations are checked at the end of the
-    // statement, when the generations exist.
-    let sql = format!(
-        "WITH created AS (
-         INSERT INTO generations
-             (id, user_id, api_key_id, status, type, sub_type, model, mode, provider, provider_model,
-              billing, params, cost, price_version, webhook_token_hash, webhook_key_version,
-              idempotency_key, request_hash, deadline_at)
-         SELECT id, user_id, api_key_id, $4, type, sub_type, model, mode, provider, provider_model,
-                billing, params, cost, price_version, token_hash, key_version, idempotency_key,
-                request_hash, now() + make_interval(secs => deadline)
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[], $13::bigint[],
-                     $14::text[], $15::bytea[], $16::smallint[], $17::text[], $18::bytea[],
-                     $19::float8[])
-           AS r(id, user_id, api_key_id, type, sub_type, model, mode, provider, provider_model,
-                billing, params, cost, price_version, token_hash, key_version, idempotency_key,
-                request_hash, deadline)
-         RETURNING *),
-         event AS (
-             INSERT INTO generation_events (generation_id, from_status, to_status, cause, detail)
-             SELECT id, NULL, $4, 'submit', detail FROM UNNEST($1::uuid[], $20::jsonb[]) AS e(id, detail)),
-         queued AS (
-             INSERT INTO outbox (message_id, routing_key, body)
-             SELECT * FROM UNNEST($21::uuid[], $22::text[], $23::jsonb[])),
-         {book_ctes}
-         SELECT {VIEW_COLUMNS}, {book_counts} FROM created g",
-        book_ctes = BookWrites::ctes(24),
-        book_counts = BookWrites::COUNTS,
-    );
-    let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let query = sqlx::query_as(sqlx::AssertSqlSafe(INSERT_ROWS.as_str()))
         .bind(&ids)
         .bind(&users)
         .bind(&api_keys)

@@ -159,16 +159,13 @@ pub struct BookWrites {
 }
 
 impl BookWrites {
-    /// How many parameters [`Self::ctes`] takes.
-    pub const PARAMS: usize = 9;
-
     /// What the statement selects (in every row) for [`Self::check`]: how many grants it
     /// adjusted and how many entries it wrote.
     pub const COUNTS: &str = "(SELECT count(*) FROM adjusted) AS grants_adjusted,
         (SELECT count(*) FROM written) AS entries_written";
 
     /// The common table expressions that write the book (`moves`, `adjusted`, `written`,
-    /// `held`), their [`Self::PARAMS`] parameters numbered from `first`, bound by [`Self::bind`].
+    /// `held`), their nine parameters numbered from `first`, bound by [`Self::bind`].
     pub fn ctes(first: usize) -> String {
         format!(
             "{},
