@@ -23,6 +23,7 @@ pub const DEFAULTS: &str = include_str!("config/defaults.toml");
 /// Settings that are lists; from the environment they are written comma-separated.
 const LIST_KEYS: &[&str] = &[
     "amqp.delay_tiers_ms",
+    "client_webhooks.retry_schedule_ms",
     "webhook.allowed_result_hosts",
     "webhook.allowed_result_origins",
     "worker.poll_intervals_ms",
@@ -76,6 +77,8 @@ pub struct Settings {
     pub providers: ProvidersSettings,
     /// Provider webhooks (callback tokens, result URL allowlist).
     pub webhook: WebhookSettings,
+    /// Webhooks gengate sends to its clients (`[client_webhooks]`).
+    pub client_webhooks: ClientWebhookSettings,
     /// Per-user and per-key limits.
     pub limits: LimitSettings,
     /// Where result files are kept (`[storage]`).
@@ -203,6 +206,33 @@ pub struct ArchiveSettings {
     /// Where a file is staged while it is probed (default: the system's temporary directory).
     #[serde(default)]
     pub temp_dir: Option<PathBuf>,
+}
+
+/// Webhooks gengate sends to its clients when their jobs end (Standard Webhooks).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientWebhookSettings {
+    /// Accept `http://` webhook URLs (the local stack and tests only: a delivery's body and
+    /// signature travel in clear).
+    pub allow_http: bool,
+    /// Deliver to private, loopback, link-local and metadata addresses (the local stack and
+    /// tests only: in production a client could otherwise make gengate's workers call into their
+    /// own network).
+    pub allow_private_addresses: bool,
+    /// Each attempt may take this long, connecting included (ms).
+    pub timeout_ms: u64,
+    /// The pause before each retry (ms): the first retry waits the first pause, and so on; a
+    /// delivery that failed once more than there are pauses ends `failed`.
+    pub retry_schedule_ms: Vec<u64>,
+    /// Read at most this much of an answer's body (it is discarded; reading it lets the
+    /// connection be reused).
+    pub max_response_bytes: usize,
+    /// An endpoint whose every attempt failed for this long is disabled (ms).
+    pub disable_after_ms: u64,
+    /// After a rotation, the old signing secret still signs for this long (ms).
+    pub secret_grace_ms: u64,
+    /// How often a worker publishes the retries that are due (ms).
+    pub schedule_ms: u64,
 }
 
 /// Per-user and per-key limits.
@@ -749,6 +779,17 @@ impl Settings {
         }
         if self.webhook.key_version < 1 {
             return fail("webhook.key_version must be at least 1");
+        }
+        let hooks = &self.client_webhooks;
+        if hooks.timeout_ms == 0
+            || hooks.retry_schedule_ms.contains(&0)
+            || hooks.max_response_bytes == 0
+            || hooks.disable_after_ms == 0
+            || hooks.schedule_ms == 0
+        {
+            return fail(
+                "client_webhooks.timeout_ms, retry_schedule_ms, max_response_bytes, disable_after_ms and schedule_ms must be positive",
+            );
         }
         if self.limits.default_max_in_flight < 1 {
             return fail("limits.default_max_in_flight must be at least 1");

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod allowlist;
 pub mod batched_reads;
 pub mod catalogue;
+pub mod client_webhooks;
 pub mod config;
 pub mod crash_point;
 pub mod db;

@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use crate::accepts::Accepts;
 use crate::archive::fetch::Fetcher;
 use crate::commits::Commits;
+use crate::notify::sender::Sender;
 use crate::providers::Registry;
 use crate::retry::RetryPolicies;
 
@@ -45,6 +46,8 @@ pub struct WorkerContext {
     pub jobs: BatchedReads<GenerationId, Job>,
     /// The provider tasks this worker is creating and has not recorded yet.
     pub accepts: Accepts,
+    /// Sends webhooks to clients.
+    pub webhooks: Sender,
 }
 
 impl WorkerContext {
@@ -57,6 +60,7 @@ impl WorkerContext {
         let allowlist = Arc::new(ResultAllowlist::from_settings(&settings.webhook));
         let storage = Storage::from_settings(&settings)?;
         let fetcher = Fetcher::new(&settings.archive, allowlist.clone())?;
+        let webhooks = Sender::new(&settings.client_webhooks)?;
         Ok(Self {
             commits: Commits::start(pool.clone(), &settings.worker.group_commit),
             jobs: {
@@ -76,6 +80,7 @@ impl WorkerContext {
             storage,
             fetcher,
             accepts: Accepts::default(),
+            webhooks,
         })
     }
 }

@@ -6,6 +6,8 @@
 //! - `gengate.poll` → ask a provider how a task is doing (published when due by the
 //!   [`poll_scheduler`]);
 //! - `gengate.archive` → copy a completed generation's result files into storage ([`archive`]);
+//! - `gengate.notify` → webhooks to clients (`handlers::notify`; retries published when due by
+//!   [`notify::scheduler`]);
 //! - the [`sweeper`] re-enqueues what the message flow lost.
 
 pub mod accepts;
@@ -14,6 +16,7 @@ pub mod commits;
 pub mod consumer;
 pub mod context;
 pub mod handlers;
+pub mod notify;
 pub mod poll_scheduler;
 pub mod providers;
 pub mod queue_depths;
@@ -73,6 +76,7 @@ pub async fn run(settings: Settings, addr_file: Option<PathBuf>) -> anyhow::Resu
     }
     tasks.spawn(sweeper::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(poll_scheduler::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(notify::scheduler::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(queue_depths::run(ctx.clone(), shutdown.clone()));
 
     shutdown.cancelled().await;

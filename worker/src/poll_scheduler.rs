@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use gengate_shared::generation::polling;
 use gengate_shared::queue::payloads::PollTask;
 use gengate_shared::queue::{Envelope, Route};
@@ -26,20 +27,38 @@ const BATCH: i64 = 500;
 /// Publishes due polls every `worker.poll_schedule_ms` until `shutdown`.
 pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
     let every = Duration::from_millis(ctx.settings.worker.poll_schedule_ms);
+    self::every(ctx, shutdown, every, BATCH, "due polls", |ctx| {
+        Box::pin(async move { publish_due(&ctx).await })
+    })
+    .await;
+}
+
+/// Runs `publish` every `interval` until `shutdown`, at once again after a full round (`batch`
+/// published): the loop of every scheduler that publishes work kept due in the database.
+pub async fn every<F>(
+    ctx: Arc<WorkerContext>,
+    shutdown: CancellationToken,
+    interval: Duration,
+    batch: i64,
+    what: &'static str,
+    publish: F,
+) where
+    F: Fn(Arc<WorkerContext>) -> BoxFuture<'static, anyhow::Result<usize>>,
+{
     loop {
-        let published = match publish_due(&ctx).await {
+        let published = match publish(ctx.clone()).await {
             Ok(published) => published,
             Err(err) => {
-                tracing::warn!(error = %err, "due polls not published; trying again");
+                tracing::warn!(error = %err, "{what} not published; trying again");
                 0
             }
         };
-        if i64::try_from(published) == Ok(BATCH) {
+        if i64::try_from(published) == Ok(batch) {
             continue;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(interval) => {}
         }
     }
 }

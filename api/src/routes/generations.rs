@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use gengate_shared::client_webhooks;
 use gengate_shared::db;
 use gengate_shared::generation::GenerationStatus;
 use gengate_shared::generation::cancel::{self, CancelError};
@@ -53,22 +54,28 @@ async fn create(
 ) -> Result<Response> {
     let key = idempotency_key(&headers);
     let submission = ctx.catalogue.validate(&body);
-    let (key, submission) = match (key, submission) {
-        (Ok(key), Ok(submission)) => (key, submission),
-        (key, submission) => {
+    let webhook = client_webhooks::subscription(&body, &ctx.settings.client_webhooks);
+    let (key, mut submission, webhook) = match (key, submission, webhook) {
+        (Ok(key), Ok(submission), Ok(webhook)) => (key, submission, webhook),
+        (key, submission, webhook) => {
             let mut errors = submission.err().unwrap_or_default();
+            errors.extend(webhook.err().unwrap_or_default());
             if let Err(ApiError::Validation(key_errors)) = key {
                 errors.extend(key_errors);
             }
             return Err(ApiError::Validation(errors));
         }
     };
+    // The same key with another webhook is another request.
+    submission.request_hash =
+        client_webhooks::request_hash(submission.request_hash, webhook.as_ref());
     let request = SubmitRequest {
         user_id: caller.user_id,
         api_key_id: Some(caller.api_key_id),
         submission,
         idempotency_key: key,
         default_max_in_flight: ctx.settings.limits.default_max_in_flight,
+        webhook,
     };
     let outcome = ctx.submits.submit(request).await?;
     let (view, replayed) = match outcome {

@@ -5,6 +5,7 @@ mod credits;
 mod files;
 mod generations;
 mod models;
+mod notifications;
 mod webhooks;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(files::routes())
         .merge(generations::routes())
         .merge(models::routes())
+        .merge(notifications::routes())
         .merge(webhooks::routes(ctx.settings.webhook.max_body_bytes));
     if !ctx.settings.api.admin_on_ops_listener {
         app = app.merge(operator_routes());
@@ -64,7 +66,10 @@ pub fn ops_router(ctx: ApiContext) -> Router {
 
 /// What only operators and trusted servers call: the admin API and the failure report.
 fn operator_routes() -> Router<ApiContext> {
-    Router::new().merge(admin::routes()).merge(webhooks::internal_routes())
+    Router::new()
+        .merge(admin::routes())
+        .merge(notifications::admin_routes())
+        .merge(webhooks::internal_routes())
 }
 
 fn with_middleware(ctx: &ApiContext, app: Router) -> Router {

@@ -20,6 +20,9 @@ const KNOWN_FIELDS: &[&str] = &[
     "image_urls",
     "sub_type",
     "metadata",
+    // Read by `client_webhooks::subscription`, not by the catalogue.
+    "webhook_url",
+    "webhook_events",
 ];
 /// Fields that may span lines; every other string is an identifier (see [`Text`]).
 const FREE_TEXT_FIELDS: &[&str] = &["prompt", "negative_prompt"];
@@ -426,12 +429,7 @@ fn check_image_url(text: &str, allow_private: bool) -> Result<(), String> {
             Err("must name a host, not an IP address".into())
         }
         url::Host::Domain(name) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            let private = !name.contains('.')
-                || PRIVATE_NAME_SUFFIXES
-                    .iter()
-                    .any(|suffix| name == suffix[1..] || name.ends_with(suffix));
-            if private {
+            if crate::client_webhooks::address::is_private_name(name) {
                 Err("must name a public host (not localhost or a private name)".into())
             } else {
                 Ok(())
@@ -439,11 +437,6 @@ fn check_image_url(text: &str, allow_private: bool) -> Result<(), String> {
         }
     }
 }
-
-/// Names that never resolve to a public address: loopback, mDNS, and the suffixes networks and
-/// cloud metadata services use inside (`metadata.google.internal`).
-const PRIVATE_NAME_SUFFIXES: &[&str] =
-    &[".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan", ".intranet"];
 
 #[cfg(test)]
 mod tests {

@@ -96,6 +96,20 @@ impl CallbackKeys {
         Some(hex::encode(mac.finalize().into_bytes()))
     }
 
+    /// A 256-bit key for `purpose` and `subject`, derived from the server key of `version`
+    /// (domain-separated from callback tokens and from other purposes); `None` for an unknown
+    /// version. Client webhook signing secrets are made this way, so none is stored.
+    pub fn derive(&self, version: i16, purpose: &str, subject: &[u8]) -> Option<[u8; 32]> {
+        let key = self.keys.get(&version)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(b"gengate derived key v1:");
+        mac.update(purpose.as_bytes());
+        mac.update(b":");
+        mac.update(subject);
+        Some(mac.finalize().into_bytes().into())
+    }
+
     /// The token of a new generation, with the hash to store and the key version.
     pub fn issue(&self, generation: GenerationId) -> (String, [u8; 32], i16) {
         let token = self.token(self.current, generation).expect("the current key exists");

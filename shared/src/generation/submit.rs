@@ -16,6 +16,7 @@ use super::callback_token::CallbackKeys;
 use super::store::{self, GenerationView, VIEW_COLUMNS, ViewRow};
 use super::{Billing, GenerationStatus};
 use crate::catalogue::Submission;
+use crate::client_webhooks::Subscription;
 use crate::db::{Transient, Tx};
 use crate::ids::{ApiKeyId, GenerationId, GrantId, UserId};
 use crate::ledger::{self, BookUser, BookWrites, LedgerError, LedgerGeneration};
@@ -36,6 +37,8 @@ pub struct SubmitRequest {
     pub idempotency_key: Option<String>,
     /// The in-flight limit for users without their own.
     pub default_max_in_flight: i32,
+    /// Where the client wants to be told of its events (`webhook_url`, `webhook_events`).
+    pub webhook: Option<Subscription>,
 }
 
 /// What a submit did.
@@ -444,17 +447,18 @@ static INSERT_ROWS: LazyLock<String> = LazyLock::new(|| {
          INSERT INTO generations
              (id, user_id, api_key_id, status, type, sub_type, model, mode, provider, provider_model,
               billing, params, cost, price_version, webhook_token_hash, webhook_key_version,
-              idempotency_key, request_hash, deadline_at)
+              idempotency_key, request_hash, deadline_at, webhook_url, webhook_events)
          SELECT id, user_id, api_key_id, $4, type, sub_type, model, mode, provider, provider_model,
                 billing, params, cost, price_version, token_hash, key_version, idempotency_key,
-                request_hash, now() + make_interval(secs => deadline)
+                request_hash, now() + make_interval(secs => deadline), hook_url,
+                string_to_array(hook_events, ',')
          FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $5::text[], $6::text[], $7::text[],
                      $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[], $13::bigint[],
                      $14::text[], $15::bytea[], $16::smallint[], $17::text[], $18::bytea[],
-                     $19::float8[])
+                     $19::float8[], $24::text[], $25::text[])
            AS r(id, user_id, api_key_id, type, sub_type, model, mode, provider, provider_model,
                 billing, params, cost, price_version, token_hash, key_version, idempotency_key,
-                request_hash, deadline)
+                request_hash, deadline, hook_url, hook_events)
          RETURNING *),
          event AS (
              INSERT INTO generation_events (generation_id, from_status, to_status, cause, detail)
@@ -464,7 +468,7 @@ static INSERT_ROWS: LazyLock<String> = LazyLock::new(|| {
              SELECT * FROM UNNEST($21::uuid[], $22::text[], $23::jsonb[])),
          {book_ctes}
          SELECT {VIEW_COLUMNS}, {book_counts} FROM created g",
-        book_ctes = BookWrites::ctes(24),
+        book_ctes = BookWrites::ctes(26),
         book_counts = BookWrites::COUNTS
     )
 });
@@ -536,7 +540,17 @@ async fn insert_rows(
         .bind(&details)
         .bind(&message_ids)
         .bind(&routing_keys)
-        .bind(&bodies);
+        .bind(&bodies)
+        .bind(
+            rows.iter()
+                .map(|(r, _)| r.webhook.as_ref().map(|w| w.url.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(r, _)| r.webhook.as_ref().and_then(|w| w.event_names()).map(|e| e.join(",")))
+                .collect::<Vec<_>>(),
+        );
     let created: Vec<Inserted> = book.bind(query).fetch_all(&mut **tx).await?;
     if let Some(first) = created.first() {
         book.check(first.grants_adjusted, first.entries_written)?;

@@ -15,13 +15,17 @@
 //! there first (or the generation already ended); the caller records that and moves on.
 //! `completed` and `canceled` are terminal: no transition leaves them.
 
+use std::sync::LazyLock;
+
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Billing, GenerationStatus, MediaType};
+use crate::client_webhooks::{self, Event};
 use crate::db::Tx;
 use crate::ids::{GenerationId, UserId};
 use crate::ledger::LedgerGeneration;
+use crate::queue::{Envelope, MessageKind, payloads};
 
 /// Every way a generation's status changes, with the statuses it may leave. Nothing else changes a
 /// status.
@@ -149,6 +153,38 @@ impl Transitioned {
     }
 }
 
+/// The transition's statement: the conditional update, and the client's notification when the
+/// new status is final and the event has a target (`$10`: the message, `NULL` otherwise).
+static TRANSITION_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH current AS (SELECT id, status FROM generations WHERE id = $1 FOR UPDATE),
+         moved AS (
+         UPDATE generations g SET
+             status = $3,
+             updated_at = now(),
+             remote_task_id = COALESCE($4, g.remote_task_id),
+             failure_code = CASE WHEN $3 = 'failed' THEN $5 WHEN $3 = 'completed' THEN NULL ELSE g.failure_code END,
+             failure_message = CASE WHEN $3 = 'failed' THEN $6 WHEN $3 = 'completed' THEN NULL ELSE g.failure_message END,
+             final_cost = CASE WHEN $3 = 'completed' THEN $7 ELSE NULL END,
+             progress = CASE WHEN $3 IN ('completed', 'failed', 'canceled') THEN NULL ELSE g.progress END,
+             submitted_at = CASE WHEN $3 = 'submitted' THEN now() ELSE g.submitted_at END,
+             completed_at = CASE WHEN $3 IN ('completed', 'failed', 'canceled') THEN now() ELSE g.completed_at END,
+             next_poll_at = CASE $8 WHEN 'start' THEN now() + make_interval(secs => $9)
+                                    WHEN 'stop' THEN NULL ELSE g.next_poll_at END,
+             polls = CASE $8 WHEN 'start' THEN 0 ELSE g.polls END
+         FROM current
+         WHERE g.id = current.id AND current.status = ANY($2)
+         RETURNING g.id, g.user_id, g.api_key_id, g.type, g.billing, g.cost, current.status AS from_status,
+                   g.created_at, g.webhook_url, g.webhook_events),
+         notified AS (
+             INSERT INTO outbox (message_id, routing_key, body)
+             SELECT $11, $12, $10 FROM moved g
+             WHERE $10::jsonb IS NOT NULL AND {has_target})
+         SELECT id, user_id, type, billing, cost, from_status, created_at FROM moved",
+        has_target = client_webhooks::HAS_TARGET_SQL.replace("{event}", "$13::text")
+    )
+});
+
 /// Makes `transition` of generation `id` if its status is one the transition leaves, and records
 /// the attempt either way. `None`: it was not (nothing changed but the audit log).
 pub async fn transition(
@@ -165,36 +201,37 @@ pub async fn transition(
         Some(PollChange::Start(after)) => (Some("start"), Some(after.as_secs_f64())),
         Some(PollChange::Stop) => (Some("stop"), None),
     };
-    let moved: Option<Transitioned> = sqlx::query_as(
-        "WITH current AS (SELECT id, status FROM generations WHERE id = $1 FOR UPDATE)
-         UPDATE generations g SET
-             status = $3,
-             updated_at = now(),
-             remote_task_id = COALESCE($4, g.remote_task_id),
-             failure_code = CASE WHEN $3 = 'failed' THEN $5 WHEN $3 = 'completed' THEN NULL ELSE g.failure_code END,
-             failure_message = CASE WHEN $3 = 'failed' THEN $6 WHEN $3 = 'completed' THEN NULL ELSE g.failure_message END,
-             final_cost = CASE WHEN $3 = 'completed' THEN $7 ELSE NULL END,
-             progress = CASE WHEN $3 IN ('completed', 'failed', 'canceled') THEN NULL ELSE g.progress END,
-             submitted_at = CASE WHEN $3 = 'submitted' THEN now() ELSE g.submitted_at END,
-             completed_at = CASE WHEN $3 IN ('completed', 'failed', 'canceled') THEN now() ELSE g.completed_at END,
-             next_poll_at = CASE $8 WHEN 'start' THEN now() + make_interval(secs => $9)
-                                    WHEN 'stop' THEN NULL ELSE g.next_poll_at END,
-             polls = CASE $8 WHEN 'start' THEN 0 ELSE g.polls END
-         FROM current
-         WHERE g.id = current.id AND current.status = ANY($2)
-         RETURNING g.id, g.user_id, g.type, g.billing, g.cost, current.status AS from_status, g.created_at",
-    )
-    .bind(id)
-    .bind(from)
-    .bind(to)
-    .bind(&changes.remote_task_id)
-    .bind(failure_code)
-    .bind(failure_message)
-    .bind(changes.final_cost)
-    .bind(polls)
-    .bind(first_poll)
-    .fetch_optional(&mut **tx)
-    .await?;
+    // A final status tells the client, in the same statement (see `client_webhooks`): the
+    // message is written only when the event has somewhere to go, so a job without a webhook
+    // costs nothing more.
+    let notify = Event::on_status(to).map(|event| {
+        let payload = payloads::Notify { event, delivery: Uuid::now_v7() };
+        (event, Envelope::of(id, &payload))
+    });
+    let (notify_event, notify_id, notify_body) = match &notify {
+        Some((event, envelope)) => (
+            Some(event.as_str()),
+            Some(envelope.message_id),
+            Some(serde_json::to_value(envelope).expect("an envelope always serializes")),
+        ),
+        None => (None, None, None),
+    };
+    let moved: Option<Transitioned> = sqlx::query_as(sqlx::AssertSqlSafe(TRANSITION_SQL.as_str()))
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .bind(&changes.remote_task_id)
+        .bind(failure_code)
+        .bind(failure_message)
+        .bind(changes.final_cost)
+        .bind(polls)
+        .bind(first_poll)
+        .bind(notify_body)
+        .bind(notify_id)
+        .bind(MessageKind::Notify.routing_key())
+        .bind(notify_event)
+        .fetch_optional(&mut **tx)
+        .await?;
     match &moved {
         Some(m) => record(tx, id, Some(m.from), Some(to), cause).await?,
         None => {

@@ -31,6 +31,8 @@ named_enum! {
         PollTask = "poll.task",
         /// Copy a completed generation's result files into gengate's storage (`gengate.archive`).
         Archive = "generation.archive",
+        /// Tell the generation's client about an event: a webhook delivery (`gengate.notify`).
+        Notify = "notify.generation",
     }
 }
 
@@ -231,6 +233,21 @@ pub mod payloads {
 
     impl Message for Archive {
         const KIND: MessageKind = MessageKind::Archive;
+    }
+
+    /// `notify.generation`: deliver `event` of the generation to its client, as delivery
+    /// `delivery` (made from the first message; the same id on every attempt and every copy of
+    /// the message, see `client_webhooks::deliveries`).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Notify {
+        /// What happened.
+        pub event: crate::client_webhooks::Event,
+        /// The delivery's id (its `webhook-id`).
+        pub delivery: uuid::Uuid,
+    }
+
+    impl Message for Notify {
+        const KIND: MessageKind = MessageKind::Notify;
     }
 }
 

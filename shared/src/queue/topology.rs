@@ -4,7 +4,8 @@
 //!                        ┌─ job.#        ─► {p}.jobs    ─┐
 //! publish ─► {p} (topic) ┼─ event.#      ─► {p}.events  ─┼─ delivery limit / poison ─► {p}.dlx ─► {p}.dlq
 //!              ▲         ├─ poll.#       ─► {p}.poll    ─┤
-//!              │         └─ generation.# ─► {p}.archive ─┘
+//!              │         ├─ generation.# ─► {p}.archive ─┤
+//!              │         └─ notify.#     ─► {p}.notify  ─┘
 //!              │ (TTL expired, original routing key)
 //! delay ──► {p}.delay (headers: delay-ms) ─► {p}.delay.{ms}ms  (one fixed-TTL queue per tier)
 //! ```
@@ -37,12 +38,19 @@ pub enum WorkQueue {
     Poll,
     /// Copies of completed generations' result files into storage.
     Archive,
+    /// Webhook deliveries to clients.
+    Notify,
 }
 
 impl WorkQueue {
     /// Every work queue.
-    pub const ALL: [WorkQueue; 4] =
-        [WorkQueue::Jobs, WorkQueue::Events, WorkQueue::Poll, WorkQueue::Archive];
+    pub const ALL: [WorkQueue; 5] = [
+        WorkQueue::Jobs,
+        WorkQueue::Events,
+        WorkQueue::Poll,
+        WorkQueue::Archive,
+        WorkQueue::Notify,
+    ];
 
     /// The queue's name after the prefix, e.g. `jobs`.
     pub fn suffix(self) -> &'static str {
@@ -51,6 +59,7 @@ impl WorkQueue {
             WorkQueue::Events => "events",
             WorkQueue::Poll => "poll",
             WorkQueue::Archive => "archive",
+            WorkQueue::Notify => "notify",
         }
     }
 
@@ -61,6 +70,7 @@ impl WorkQueue {
             WorkQueue::Events => "event.#",
             WorkQueue::Poll => "poll.#",
             WorkQueue::Archive => "generation.#",
+            WorkQueue::Notify => "notify.#",
         }
     }
 }
@@ -258,9 +268,10 @@ mod tests {
         assert_eq!(t.queue(WorkQueue::Events), "gengate.events");
         assert_eq!(t.queue(WorkQueue::Poll), "gengate.poll");
         assert_eq!(t.queue(WorkQueue::Archive), "gengate.archive");
+        assert_eq!(t.queue(WorkQueue::Notify), "gengate.notify");
         assert_eq!(t.dead_letter_queue(), "gengate.dlq");
         assert_eq!(t.delay_queue(Duration::from_secs(5)), "gengate.delay.5000ms");
-        assert_eq!(t.all_queues().len(), 8, "four work queues, the DLQ and three delay tiers");
+        assert_eq!(t.all_queues().len(), 9, "five work queues, the DLQ and three delay tiers");
     }
 
     #[test]

@@ -131,6 +131,19 @@ impl TestAppBuilder {
             "GENGATE__AMQP__DELAY_TIERS_MS".to_owned(),
             super::broker::TEST_DELAY_TIERS_MS.to_owned(),
         );
+        // Client webhooks go to receivers on loopback over plain http, and are retried within
+        // seconds (the security tests turn the address rules back on).
+        env.insert("GENGATE__CLIENT_WEBHOOKS__ALLOW_HTTP".to_owned(), "true".to_owned());
+        env.insert(
+            "GENGATE__CLIENT_WEBHOOKS__ALLOW_PRIVATE_ADDRESSES".to_owned(),
+            "true".to_owned(),
+        );
+        env.insert(
+            "GENGATE__CLIENT_WEBHOOKS__RETRY_SCHEDULE_MS".to_owned(),
+            "500,1000,1000".to_owned(),
+        );
+        env.insert("GENGATE__CLIENT_WEBHOOKS__TIMEOUT_MS".to_owned(), "3000".to_owned());
+        env.insert("GENGATE__CLIENT_WEBHOOKS__SCHEDULE_MS".to_owned(), "200".to_owned());
         env.insert("GENGATE__API__SHUTDOWN_GRACE_MS".to_owned(), "5000".to_owned());
         env.insert("GENGATE__WORKER__SHUTDOWN_GRACE_MS".to_owned(), "5000".to_owned());
         env.insert("GENGATE__TELEMETRY__LOG_FILTER".to_owned(), "info,gengate=debug".to_owned());

@@ -9,6 +9,7 @@ pub mod db;
 pub mod loopback;
 pub mod metrics;
 pub mod process;
+pub mod receiver;
 pub mod s3;
 pub mod upstream;
 

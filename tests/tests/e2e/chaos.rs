@@ -1,6 +1,7 @@
 //! The chaos suite: 2,000 jobs with mixed fates from users whose credits run out part-way, while
 //! workers are SIGKILLed every few seconds, the API is SIGKILLed once, and RabbitMQ and PostgreSQL
-//! are restarted once each. Afterwards no job may be lost and no credit may have moved twice.
+//! are restarted once each. Afterwards no job may be lost and no credit may have moved twice, and
+//! every job's client was told how it ended (a signed webhook to the URL its request named).
 //!
 //! It restarts shared services, so it runs alone (`serial_`). A failure prints the seed; run it
 //! again with `GENGATE_CHAOS_SEED=<seed>` to replay the same fates and the same sequence of kills
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use gengate_shared::ledger;
 use gengate_sim::{Rates, SimConfig};
 use gengate_tests::harness::metrics::metric_total;
+use gengate_tests::harness::receiver::Receiver;
 use gengate_tests::harness::{restart_postgres, restart_rabbitmq, service_restarts_skipped};
 use gengate_tests::{TestApp, TestUser};
 use rand::rngs::StdRng;
@@ -77,6 +79,9 @@ async fn serial_chaos_no_job_is_lost_and_no_credit_moves_twice() {
     for _ in 0..USERS {
         users.push(app.create_user(CREDITS_PER_USER).await);
     }
+    // Every job's client is told how it ended; the receiver answers 204 to everything.
+    let receiver = Receiver::start().await;
+    let hooks = receiver.url("/chaos");
     let app = Arc::new(Mutex::new(app));
     let (api_url, http) = {
         let app = app.lock().await;
@@ -89,8 +94,14 @@ async fn serial_chaos_no_job_is_lost_and_no_credit_moves_twice() {
     let results: Arc<Mutex<BTreeMap<usize, (usize, Submitted)>>> = Arc::default();
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..16 {
-        let (next, results, users, http, api_url) =
-            (next.clone(), results.clone(), users.clone(), http.clone(), api_url.clone());
+        let (next, results, users, http, api_url, hooks) = (
+            next.clone(),
+            results.clone(),
+            users.clone(),
+            http.clone(),
+            api_url.clone(),
+            hooks.clone(),
+        );
         clients.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -98,7 +109,7 @@ async fn serial_chaos_no_job_is_lost_and_no_credit_moves_twice() {
                     return;
                 }
                 let user = i % USERS;
-                let outcome = submit_until_answered(&http, &api_url, &users[user], i).await;
+                let outcome = submit_until_answered(&http, &api_url, &users[user], i, &hooks).await;
                 results.lock().await.insert(i, (user, outcome));
             }
         });
@@ -271,6 +282,10 @@ async fn serial_chaos_no_job_is_lost_and_no_credit_moves_twice() {
     }
     eprintln!("chaos: result files {files:?}");
 
+    // Every job that ended was delivered to its client (at least once), signed with its user's
+    // secret, as the event of the status it ended in; every delivery ended delivered.
+    check_deliveries(&app, &users, &receiver, &rows, seed).await;
+
     // Anything dead-lettered must be settled already: replaying it changes nothing.
     let dead = app.ctl_json(&["dlq", "stats", "--json"]).await;
     if dead["total"].as_u64().unwrap_or(0) > 0 {
@@ -323,8 +338,11 @@ async fn submit_until_answered(
     api_url: &str,
     user: &TestUser,
     i: usize,
+    webhook_url: &str,
 ) -> Submitted {
-    let body = json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": format!("chaos job {i}")});
+    let body = json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": format!("chaos job {i}"),
+                      "webhook_url": webhook_url,
+                      "webhook_events": ["generation.completed", "generation.failed", "generation.canceled"]});
     let give_up = Instant::now() + Duration::from_secs(120);
     let mut pause = Duration::from_millis(100);
     loop {
@@ -391,9 +409,10 @@ async fn wait_for_quiescence(app: &TestApp, seed: u64) {
                 .await
                 .unwrap();
         let queued = app.queue_depths().await;
-        // Result files still waiting for their copy into storage.
+        // Result files still waiting for their copy into storage, and webhooks still to send.
         let copying: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM generation_videos WHERE archive_status = 'pending'",
+            "SELECT (SELECT count(*) FROM generation_videos WHERE archive_status = 'pending')
+                  + (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')",
         )
         .fetch_one(&app.pool)
         .await
@@ -413,12 +432,66 @@ async fn wait_for_quiescence(app: &TestApp, seed: u64) {
         }
         assert!(
             moved_at.elapsed() < STALLED,
-            "no progress for {STALLED:?} (seed {seed}): {} unfinished {:?}, {unsent} unsent, {polling} polling, {copying} files not archived, queues {queued:?}",
+            "no progress for {STALLED:?} (seed {seed}): {} unfinished {:?}, {unsent} unsent, {polling} polling, {copying} files not archived or webhooks not delivered, queues {queued:?}",
             open.len(),
             &open[..open.len().min(20)]
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Checks that every generation that ended told its client: the receiver got, for each, a
+/// delivery of the event of its final status, about it, verified with its user's secret by the
+/// Standard Webhooks library; and that every delivery row ended `delivered`.
+async fn check_deliveries(
+    app: &TestApp,
+    users: &[TestUser],
+    receiver: &Receiver,
+    rows: &[(String, String, i64, i64)],
+    seed: u64,
+) {
+    let mut verifiers = Vec::new();
+    for user in users {
+        let secret: Value = app.user_get(user, "/v1/webhooks/secret").await.json().await.unwrap();
+        verifiers.push(standardwebhooks::Webhook::new(secret["secret"].as_str().unwrap()).unwrap());
+    }
+    let mut told: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    let received = receiver.received();
+    for delivery in &received {
+        assert!(
+            verifiers.iter().any(|v| v.verify(&delivery.body, &delivery.headers).is_ok()),
+            "a delivery whose signature does not verify (seed {seed})"
+        );
+        let payload = delivery.json();
+        let key = (
+            payload["data"]["id"].as_str().unwrap().to_owned(),
+            payload["type"].as_str().unwrap().to_owned(),
+        );
+        *told.entry(key).or_default() += 1;
+        *ids.entry(delivery.id().to_owned()).or_default() += 1;
+    }
+    let untold: Vec<&String> = rows
+        .iter()
+        .filter(|(id, status, _, _)| {
+            !told.contains_key(&(id.clone(), format!("generation.{status}")))
+        })
+        .map(|(id, _, _, _)| id)
+        .collect();
+    assert!(untold.is_empty(), "jobs whose end was not delivered (seed {seed}): {untold:?}");
+    let not_delivered: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id::text, status FROM webhook_deliveries WHERE status <> 'delivered'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(not_delivered.is_empty(), "deliveries not delivered (seed {seed}): {not_delivered:?}");
+    let again = ids.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "chaos: {} deliveries received for {} jobs; {again} webhook ids received more than once (at least once, same id)",
+        received.len(),
+        rows.len()
+    );
 }
 
 /// `(id, status, price, net charge)` of every generation.

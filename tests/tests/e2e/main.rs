@@ -4,6 +4,7 @@
 mod archive;
 mod batching;
 mod chaos;
+mod client_webhooks;
 mod credits;
 mod ctl;
 mod diagnostics;

@@ -50,13 +50,10 @@ impl Filter {
 
     fn matches(&self, letter: &DeadLetter, broker: &Broker) -> bool {
         if let Some(queue) = &self.queue {
-            let full = match queue.as_str() {
-                "jobs" => broker.topology().queue(WorkQueue::Jobs),
-                "events" => broker.topology().queue(WorkQueue::Events),
-                "poll" => broker.topology().queue(WorkQueue::Poll),
-                "archive" => broker.topology().queue(WorkQueue::Archive),
-                other => other.to_owned(),
-            };
+            let full = WorkQueue::ALL
+                .iter()
+                .find(|q| q.suffix() == queue)
+                .map_or_else(|| queue.clone(), |q| broker.topology().queue(*q));
             if letter.original_queue.as_deref() != Some(full.as_str()) {
                 return false;
             }

@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use gengate_shared::client_webhooks;
 use gengate_shared::generation::archive::{self, ArchiveStatus, ArchivedFile, ResultFileRow};
 use gengate_shared::queue::{Envelope, payloads};
 use serde_json::json;
@@ -92,7 +93,7 @@ async fn record(
 ) -> Result<bool, HandlerError> {
     let file = file.clone();
     ctx.commits
-        .run(file.generation_id, move |tx| {
+        .run_waking_relays(file.generation_id, move |tx| {
             let (file, ending, outcome) = (file.clone(), ending.clone(), outcome.clone());
             Box::pin(async move {
                 let recorded = match &ending {
@@ -103,6 +104,8 @@ async fn record(
                 };
                 if recorded {
                     archive::record_outcome(tx, &file, outcome).await?;
+                    // The last file's ending tells the client (if it asked to be told).
+                    client_webhooks::notify_when_archived(tx, file.generation_id).await?;
                 }
                 Ok(recorded)
             })

@@ -5,6 +5,7 @@
 mod archive;
 mod canceled;
 mod failure;
+mod notify;
 mod poll;
 mod provider_update;
 mod submit_job;
@@ -130,6 +131,7 @@ pub async fn dispatch(
         MessageKind::Canceled => canceled::handle(ctx, envelope).await,
         MessageKind::PollTask => poll::handle(ctx, envelope).await,
         MessageKind::Archive => archive::handle(ctx, envelope).await,
+        MessageKind::Notify => notify::handle(ctx, envelope).await,
     }
 }
 
@@ -180,9 +182,10 @@ async fn fail_job(
     failure: &Failure,
 ) -> Result<bool, HandlerError> {
     let (audit, reason) = (cause.clone(), failure.clone());
+    // A failure may tell the client (a webhook message in the outbox): wake the relays.
     let failed = ctx
         .commits
-        .run(id, move |tx| {
+        .run_waking_relays(id, move |tx| {
             let (audit, reason) = (audit.clone(), reason.clone());
             Box::pin(async move { Ok(settle::fail(tx, id, transition, &audit, &reason).await?) })
         })
