@@ -7,6 +7,7 @@ mod chaos;
 mod client_webhooks;
 mod credits;
 mod ctl;
+mod ctl_webhooks;
 mod diagnostics;
 mod health;
 mod jobs;

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod archive;
 pub mod dlq;
 pub mod output;
+pub mod webhooks;
 
 use anyhow::Context;
 use gengate_shared::config::{Settings, redact_url};

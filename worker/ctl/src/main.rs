@@ -5,16 +5,18 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use gengate_shared::accounts::NewUser;
+use gengate_shared::client_webhooks::deliveries::{self, DeliveryStatus};
 use gengate_shared::config::{ConfigArg, Settings};
 use gengate_shared::ids::{ApiKeyId, GenerationId, UserId};
-use gengatectl::{Refused, admin, archive, dlq, output};
+use gengatectl::{Refused, admin, archive, dlq, output, webhooks};
+use sqlx::types::Uuid;
 use time::OffsetDateTime;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "gengatectl",
     version,
-    about = "Operate gengate: dead letters, the ledger, users, credits, generations",
+    about = "Operate gengate: dead letters, the ledger, users, credits, generations, client webhooks",
     after_help = "Exit codes: 0 done, 1 problems found (e.g. ledger mismatches), 2 refused (arguments, \
                   unconfirmed purge), 3 PostgreSQL or RabbitMQ unreachable or an operation failed."
 )]
@@ -50,6 +52,98 @@ enum Command {
     /// Result files in gengate's storage: copy failed ones again, delete old ones.
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Webhooks to clients: deliveries (inspect, redeliver) and users' default endpoints.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksCommand {
+    /// List deliveries, newest first.
+    List {
+        /// Only deliveries that are pending, delivered or failed.
+        #[arg(long, value_parser = webhooks::parse_status)]
+        status: Option<DeliveryStatus>,
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<UserId>,
+        /// Only this generation's.
+        #[arg(long)]
+        generation: Option<GenerationId>,
+        /// Show at most this many (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+        /// Print JSON (every delivery with its attempts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one delivery and every attempt of it.
+    Show {
+        /// The delivery: its webhook-id (msg_…) or its UUID.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send deliveries again now (same webhook-id, same body); all or nothing: an id that cannot
+    /// be redelivered refuses the whole call.
+    Redeliver {
+        /// The deliveries: webhook-ids (msg_…) or UUIDs.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Default endpoints: where a user's (or an API key's) events go when a request names none.
+    #[command(subcommand)]
+    Endpoints(EndpointsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EndpointsCommand {
+    /// A user's endpoints, live and disabled (with why).
+    List {
+        /// The user.
+        #[arg(long)]
+        user: UserId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register an endpoint; its signing secret is printed once.
+    Create {
+        /// The user.
+        #[arg(long)]
+        user: UserId,
+        /// Where deliveries go (https, a public host, unless client_webhooks allows otherwise).
+        #[arg(long)]
+        url: String,
+        /// Only the requests of this API key of the user (default: every request of the user).
+        #[arg(long)]
+        key: Option<ApiKeyId>,
+        /// An event it receives (repeatable; default: all): generation.completed,
+        /// generation.failed, generation.canceled, generation.archived.
+        #[arg(long = "event", value_name = "EVENT")]
+        events: Vec<String>,
+        /// A note for operators.
+        #[arg(long)]
+        description: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an endpoint: nothing more is sent to it.
+    Disable {
+        /// The endpoint's id (see `webhooks endpoints list`).
+        endpoint: Uuid,
+        /// Why (its owner sees it).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,6 +477,33 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<bool> {
         Command::Archive(ArchiveCommand::Purge { older_than, dry_run, yes, json }) => {
             archive::purge(&settings, older_than, dry_run, yes, json).await?
         }
+        Command::Webhooks(command) => match command {
+            WebhooksCommand::List { status, user, generation, limit, json } => {
+                let filter = deliveries::Filter { status, user, generation, limit };
+                webhooks::list(&settings, &filter, json).await?
+            }
+            WebhooksCommand::Show { id, json } => webhooks::show(&settings, &id, json).await?,
+            WebhooksCommand::Redeliver { ids, json } => {
+                webhooks::redeliver(&settings, &ids, json).await?
+            }
+            WebhooksCommand::Endpoints(EndpointsCommand::List { user, json }) => {
+                webhooks::list_endpoints(&settings, user, json).await?
+            }
+            WebhooksCommand::Endpoints(EndpointsCommand::Create {
+                user,
+                url,
+                key,
+                events,
+                description,
+                json,
+            }) => {
+                let args = webhooks::EndpointArgs { user, url, key, events, description };
+                webhooks::create_endpoint(&settings, args, json).await?
+            }
+            WebhooksCommand::Endpoints(EndpointsCommand::Disable { endpoint, reason, json }) => {
+                webhooks::disable_endpoint(&settings, endpoint, reason, json).await?
+            }
+        },
         Command::Generation(command) => match command {
             GenerationCommand::Show { id, json } => {
                 admin::show_generation(&settings, id, json).await?
