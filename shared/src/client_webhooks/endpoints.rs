@@ -8,9 +8,13 @@ use sqlx::PgExecutor;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::Event;
+use super::secrets::{self, Owner, SecretRow};
+use super::{Event, address};
+use crate::config::ClientWebhookSettings;
 use crate::db::Tx;
+use crate::generation::callback_token::CallbackKeys;
 use crate::ids::{ApiKeyId, UserId};
+use crate::validation::{FieldError, Text};
 
 /// A default endpoint as its owner and operators see it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -57,6 +61,45 @@ pub struct NewEndpoint {
     pub events: Option<Vec<Event>>,
     /// The operator's note.
     pub description: Option<String>,
+}
+
+impl NewEndpoint {
+    /// An endpoint as an operator asks for it, checked: the URL by the address rules (stored in
+    /// normal form, as a request's `webhook_url`), the events (none listed: all; an empty list is
+    /// refused), the description's characters. Every problem at once, by field (`url`,
+    /// `events[i]`, `description`).
+    pub fn checked(
+        user_id: UserId,
+        api_key_id: Option<ApiKeyId>,
+        url: &str,
+        events: Option<&[String]>,
+        description: Option<String>,
+        settings: &ClientWebhookSettings,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let url = match address::check_url(url, settings) {
+            Ok(url) => url.to_string(),
+            Err(why) => {
+                errors.push(FieldError::new("url", why));
+                String::new()
+            }
+        };
+        let events = events.map(|names| {
+            super::parse_events(names.iter().map(|n| Some(n.as_str())), "events", &mut errors)
+        });
+        if events.as_ref().is_some_and(Vec::is_empty) && errors.is_empty() {
+            errors.push(FieldError::new(
+                "events",
+                "must list at least one event (leave it out for all)",
+            ));
+        }
+        errors
+            .extend(description.as_deref().and_then(|d| Text::Free.field_error("description", d)));
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self { user_id, api_key_id, url, events, description })
+    }
 }
 
 /// Why an endpoint was not registered.
@@ -126,6 +169,17 @@ pub async fn create(tx: &mut Tx, new: &NewEndpoint) -> Result<Endpoint, Endpoint
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// Registers an endpoint with its signing secret (shown to the operator once).
+pub async fn register(
+    tx: &mut Tx,
+    new: &NewEndpoint,
+    keys: &CallbackKeys,
+) -> Result<(Endpoint, SecretRow), EndpointError> {
+    let endpoint = create(tx, new).await?;
+    let secret = secrets::current(tx, Owner::Endpoint(endpoint.id), keys).await?;
+    Ok((endpoint, secret))
 }
 
 /// A user's endpoints, live and disabled, oldest first.

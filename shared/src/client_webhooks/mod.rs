@@ -106,19 +106,7 @@ pub fn subscription(
     let events = match body.get("webhook_events") {
         None | Some(Value::Null) => None,
         Some(Value::Array(items)) if !items.is_empty() => {
-            let mut events = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                match item.as_str().map(str::parse::<Event>) {
-                    Some(Ok(event)) if !events.contains(&event) => events.push(event),
-                    Some(Ok(_)) => errors
-                        .push(FieldError::new(format!("webhook_events[{i}]"), "is listed twice")),
-                    _ => errors.push(FieldError::new(
-                        format!("webhook_events[{i}]"),
-                        format!("one of {}", event_list()),
-                    )),
-                }
-            }
-            Some(events)
+            Some(parse_events(items.iter().map(Value::as_str), "webhook_events", &mut errors))
         }
         Some(_) => {
             errors.push(FieldError::new("webhook_events", "must be a non-empty array of events"));
@@ -134,9 +122,28 @@ pub fn subscription(
     Ok(url.map(|url| Subscription { url, events }))
 }
 
-/// Every event's name, for error messages.
-fn event_list() -> String {
-    Event::ALL.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ")
+/// Reads a list of event names (`None`: an item that is not a string), each once; what is wrong
+/// is added to `errors` as `{field}[i]`.
+pub fn parse_events<'a>(
+    names: impl IntoIterator<Item = Option<&'a str>>,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        match name.map(str::parse::<Event>) {
+            Some(Ok(event)) if !events.contains(&event) => events.push(event),
+            Some(Ok(_)) => errors.push(FieldError::new(format!("{field}[{i}]"), "is listed twice")),
+            _ => errors.push(FieldError::new(
+                format!("{field}[{i}]"),
+                format!(
+                    "one of {}",
+                    Event::ALL.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+    events
 }
 
 /// The idempotency hash of a request with its webhook: the same key with another URL or other

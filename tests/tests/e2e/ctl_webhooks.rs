@@ -311,8 +311,8 @@ async fn bad_input_is_refused_with_exit_code_2_and_changes_nothing() {
         ]),
     )
     .await;
-    assert!(stderr.contains("\"generation.done\" is not one of"), "{stderr}");
-    assert!(stderr.contains("generation.failed is listed twice"), "{stderr}");
+    assert!(stderr.contains("--event \"generation.done\": one of"), "{stderr}");
+    assert!(stderr.contains("--event \"generation.failed\": is listed twice"), "{stderr}");
     let stderr = refused(
         &app,
         &create(&[

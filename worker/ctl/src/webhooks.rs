@@ -16,8 +16,6 @@ use gengate_shared::client_webhooks::deliveries::{
     self, AttemptView, DeliveryStatus, DeliveryView,
 };
 use gengate_shared::client_webhooks::endpoints::{self, Endpoint, EndpointError, NewEndpoint};
-use gengate_shared::client_webhooks::secrets::{self, Owner};
-use gengate_shared::client_webhooks::{Event, address};
 use gengate_shared::config::Settings;
 use gengate_shared::db;
 use gengate_shared::generation::callback_token::CallbackKeys;
@@ -333,39 +331,31 @@ pub struct EndpointArgs {
     pub description: Option<String>,
 }
 
-/// Checks the arguments as the admin API checks its body; every problem at once.
+/// Checks the arguments as the admin API checks its body (the same rules,
+/// [`NewEndpoint::checked`]); every problem at once, named by its flag.
 fn new_endpoint(settings: &Settings, args: EndpointArgs) -> Result<NewEndpoint, Refused> {
-    let mut errors = Vec::new();
-    let url = match address::check_url(&args.url, &settings.client_webhooks) {
-        Ok(url) => url.to_string(),
-        Err(why) => {
-            errors.push(format!("--url {why}"));
-            String::new()
-        }
-    };
-    let mut events = Vec::new();
-    for name in &args.events {
-        match name.parse::<Event>() {
-            Ok(event) if !events.contains(&event) => events.push(event),
-            Ok(_) => errors.push(format!("--event {name} is listed twice")),
-            Err(_) => errors.push(format!(
-                "--event {name:?} is not one of {}",
-                Event::ALL.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ")
-            )),
-        }
-    }
-    if let Some(why) = args.description.as_deref().and_then(|d| Text::Free.check(d)) {
-        errors.push(format!("--description {why}"));
-    }
-    if !errors.is_empty() {
-        return Err(Refused(errors.join("; ")));
-    }
-    Ok(NewEndpoint {
-        user_id: args.user,
-        api_key_id: args.key,
-        url,
-        events: (!events.is_empty()).then_some(events),
-        description: args.description,
+    let events = (!args.events.is_empty()).then_some(args.events.as_slice());
+    NewEndpoint::checked(
+        args.user,
+        args.key,
+        &args.url,
+        events,
+        args.description.clone(),
+        &settings.client_webhooks,
+    )
+    .map_err(|errors| {
+        let said: Vec<String> = errors
+            .iter()
+            .map(|e| match e.field.strip_prefix("events[") {
+                Some(rest) => {
+                    let i: usize = rest.trim_end_matches(']').parse().unwrap_or(0);
+                    let name = args.events.get(i).map(String::as_str).unwrap_or_default();
+                    format!("--event {name:?}: {}", e.message)
+                }
+                None => format!("--{} {}", e.field, e.message),
+            })
+            .collect();
+        Refused(said.join("; "))
     })
 }
 
@@ -379,11 +369,8 @@ pub async fn create_endpoint(
     // The secret is derived from the server key: without one there is nothing to show.
     let keys = CallbackKeys::required(&settings.webhook).map_err(Refused)?;
     let pool = connect_db(settings).await?;
-    let made = db::transaction!(&pool, EndpointError, |tx| {
-        let endpoint = endpoints::create(tx, &new).await?;
-        let secret = secrets::current(tx, Owner::Endpoint(endpoint.id), &keys).await?;
-        (endpoint, secret)
-    })
+    let made = db::transaction!(&pool, EndpointError, |tx| endpoints::register(tx, &new, &keys)
+        .await?)
     .await;
     let (endpoint, secret) = match made {
         Ok(made) => made,
