@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod openapi;
 pub mod rate_limit;
 pub mod relay;
 pub mod routes;

@@ -1,10 +1,8 @@
 //! The admin API (`Authorization: Bearer <admin token>`): users, API keys, grants, balances.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use gengate_shared::accounts::{self, NewUser};
 use gengate_shared::db;
 use gengate_shared::generation::store;
@@ -14,21 +12,24 @@ use gengate_shared::validation::Text;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, FieldError, Result};
 use crate::extract::{Json, Path};
+use crate::openapi::{problems, schemas};
 use crate::state::ApiContext;
 
-/// The admin routes.
-pub(crate) fn routes() -> Router<ApiContext> {
-    Router::new()
-        .route("/admin/users", post(create_user))
-        .route("/admin/users/{id}/api-keys", post(create_api_key).get(list_api_keys))
-        .route("/admin/users/{id}/api-keys/{key_id}", delete(revoke_api_key))
-        .route("/admin/users/{id}/grants", post(create_grant))
-        .route("/admin/users/{id}/credits", get(user_credits))
-        .route("/admin/generations/{id}", get(generation))
+/// The admin routes (each documented by its handler's `#[utoipa::path]`).
+pub(crate) fn routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(create_user))
+        .routes(routes!(create_api_key, list_api_keys))
+        .routes(routes!(revoke_api_key))
+        .routes(routes!(create_grant))
+        .routes(routes!(user_credits))
+        .routes(routes!(generation))
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +40,22 @@ struct CreateUser {
     max_in_flight: Option<i32>,
 }
 
+/// Create a user.
+///
+/// The user gets the configured `new_user` grant (`accounts.new_user_credits`, expiring after
+/// `accounts.new_user_credits_days`), if any.
+#[utoipa::path(
+    post,
+    path = "/admin/users",
+    operation_id = "createUser",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body = schemas::CreateUserRequest,
+    responses(
+        (status = CREATED, description = "The user.", body = schemas::User),
+        problems::CreateUser,
+    ),
+)]
 async fn create_user(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -74,6 +91,23 @@ struct CreateApiKey {
     name: Option<String>,
 }
 
+/// Create an API key.
+///
+/// The key is shown once, in this answer; gengate stores only its SHA-256. The body is
+/// optional.
+#[utoipa::path(
+    post,
+    path = "/admin/users/{id}/api-keys",
+    operation_id = "createApiKey",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The user's id.")),
+    request_body(content = Option<schemas::CreateApiKeyRequest>),
+    responses(
+        (status = CREATED, description = "The key.", body = schemas::NewApiKey),
+        problems::CreateApiKey,
+    ),
+)]
 async fn create_api_key(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -100,6 +134,21 @@ async fn create_api_key(
 }
 
 /// `GET /admin/users/{id}/api-keys`: the user's keys (never the keys themselves), newest first.
+#[utoipa::path(
+    get,
+    path = "/admin/users/{id}/api-keys",
+    operation_id = "listApiKeys",
+    tag = "admin",
+    summary = "List a user's API keys.",
+    description = "The user's keys (never the keys themselves), newest first. `last_used_at` is \
+        written every `api.key_usage_flush_ms`, not on every request.",
+    security(("admin_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The user's id.")),
+    responses(
+        (status = OK, description = "The keys.", body = schemas::ApiKeyList),
+        problems::AdminRead,
+    ),
+)]
 async fn list_api_keys(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -114,6 +163,25 @@ async fn list_api_keys(
 
 /// `DELETE /admin/users/{id}/api-keys/{key_id}`: revokes the key in every API process at once
 /// (see `crate::keys`). Revoking it again answers the same.
+#[utoipa::path(
+    delete,
+    path = "/admin/users/{id}/api-keys/{key_id}",
+    operation_id = "revokeApiKey",
+    tag = "admin",
+    summary = "Revoke an API key.",
+    description = "Every API process refuses the key from then on (at once in the one that \
+        revoked it, within a second in the others). Revoking it again answers the same; an \
+        unknown key, or another user's, is `404`.",
+    security(("admin_token" = [])),
+    params(
+        ("id" = uuid::Uuid, Path, description = "The user's id."),
+        ("key_id" = uuid::Uuid, Path, description = "The key's id."),
+    ),
+    responses(
+        (status = OK, description = "The key, with its `revoked_at`.", body = schemas::ApiKey),
+        problems::AdminRead,
+    ),
+)]
 async fn revoke_api_key(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -160,6 +228,26 @@ enum GrantShown {
     Spent { id: GrantId },
 }
 
+/// Grant credits.
+///
+/// Outstanding debt is paid from the grant at once (`debt_settled`). An `order_no` seen before
+/// returns its grant with `200` when the amount is the same (a retried request), and is `409
+/// order_conflict` when it is not.
+#[utoipa::path(
+    post,
+    path = "/admin/users/{id}/grants",
+    operation_id = "createGrant",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The user's id.")),
+    request_body = schemas::CreateGrantRequest,
+    responses(
+        (status = CREATED, description = "Granted.", body = schemas::GrantCreated),
+        (status = OK, description = "The order was granted before, for the same amount: its \
+            grant.", body = schemas::GrantCreated),
+        problems::CreateGrant,
+    ),
+)]
 async fn create_grant(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -243,6 +331,21 @@ fn validate_grant(user: UserId, body: CreateGrant) -> Result<NewGrant> {
     }
 }
 
+/// Read a user's credits.
+///
+/// As `GET /v1/credits` answers the user.
+#[utoipa::path(
+    get,
+    path = "/admin/users/{id}/credits",
+    operation_id = "getUserCredits",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The user's id.")),
+    responses(
+        (status = OK, description = "The user's credits.", body = schemas::Balance),
+        problems::AdminRead,
+    ),
+)]
 async fn user_credits(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -252,6 +355,22 @@ async fn user_credits(
     Ok(axum::Json(balance).into_response())
 }
 
+/// Read a generation, with its ledger and audit log.
+///
+/// The generation object (its `params` as stored), every ledger entry of it (voided ones
+/// included), and its audit log.
+#[utoipa::path(
+    get,
+    path = "/admin/generations/{id}",
+    operation_id = "getGenerationDetail",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The generation's id.")),
+    responses(
+        (status = OK, description = "The generation.", body = schemas::GenerationDetail),
+        problems::AdminRead,
+    ),
+)]
 async fn generation(
     _: Admin,
     State(ctx): State<ApiContext>,

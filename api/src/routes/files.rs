@@ -4,34 +4,75 @@
 //! served. Files are streamed, and a single byte range (`Range: bytes=…`) is answered with 206, so
 //! video players can seek.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::get;
 use gengate_http::problem::Problem;
 use gengate_shared::storage::{self, LinkRefusal};
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange};
 use serde::Deserialize;
 use time::OffsetDateTime;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, Result};
 use crate::extract::{Path, Query};
+use crate::openapi::{problems, schemas};
 use crate::state::ApiContext;
 
-/// The file routes.
-pub(crate) fn routes() -> Router<ApiContext> {
-    Router::new().route("/files/{*key}", get(serve))
+/// The file routes (documented by the handler's `#[utoipa::path]`; the document writes the
+/// wildcard `{*key}` as `{key}`).
+pub(crate) fn routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(serve))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Link {
+    /// When the link expires (Unix seconds).
+    #[param(required = true)]
     expires: Option<i64>,
+    /// The link's signature.
+    #[param(required = true)]
     sig: Option<String>,
 }
 
+/// Download a result file.
+///
+/// gengate's copy of a result file, by the signed link the generation object hands out (`url`,
+/// `poster_url`) with the filesystem store (S3 links go to the store itself). A link is refused
+/// once expired: read the generation again for a fresh one. A single byte range (`Range:
+/// bytes=…`) is answered with `206`, so video players can seek.
+#[utoipa::path(
+    get,
+    path = "/files/{*key}",
+    operation_id = "downloadFile",
+    tag = "files",
+    params(
+        ("key" = String, Path, description = "The stored file, as the link names it \
+            (`generations/{id}/{file}`; it holds slashes)."),
+        Link,
+        ("Range" = Option<String>, Header, nullable = false, description = "One byte range: `bytes=a-b`, \
+            `bytes=a-` or `bytes=-n`."),
+    ),
+    responses(
+        (status = OK, description = "The file.", headers(
+            ("Content-Length" = u64, description = "Bytes."),
+            ("Cache-Control" = String, description = "`private, max-age=<seconds until the \
+                link expires>`: no shared cache keeps it past the link."),
+            ("Accept-Ranges" = String, description = "`bytes`."),
+         ), content((schemas::Binary = "video/mp4"), (schemas::Binary = "image/jpeg"), (schemas::Binary = "image/png"),
+                    (schemas::Binary = "image/webp"), (schemas::Binary = "application/octet-stream"))),
+        (status = PARTIAL_CONTENT, description = "The byte range asked for.", headers(
+            ("Content-Range" = String, description = "`bytes a-b/size`."),
+         ), content((schemas::Binary = "video/mp4"), (schemas::Binary = "image/jpeg"), (schemas::Binary = "image/png"),
+                    (schemas::Binary = "image/webp"), (schemas::Binary = "application/octet-stream"))),
+        problems::DownloadFile,
+    ),
+)]
 async fn serve(
     State(ctx): State<ApiContext>,
     Path(key): Path<String>,

@@ -1,10 +1,8 @@
 //! Generations (`Authorization: Bearer <api key>`): submit, read, list, cancel.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use gengate_shared::client_webhooks;
 use gengate_shared::db;
 use gengate_shared::generation::GenerationStatus;
@@ -15,18 +13,22 @@ use gengate_shared::ids::GenerationId;
 use gengate_shared::pagination::Cursor;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::ApiUser;
 use crate::error::{ApiError, FieldError, Result};
 use crate::extract::{Json, Path, Query};
+use crate::openapi::{IdempotencyKey, problems, schemas};
 use crate::state::ApiContext;
 
-/// The generation routes.
-pub(crate) fn routes() -> Router<ApiContext> {
-    Router::new()
-        .route("/v1/generations", post(create).get(list))
-        .route("/v1/generations/{id}", get(show))
-        .route("/v1/generations/{id}/cancel", post(cancel_generation))
+/// The generation routes (each documented by its handler's `#[utoipa::path]`).
+pub(crate) fn routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show))
+        .routes(routes!(cancel_generation))
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -46,6 +48,32 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     }
 }
 
+/// Submit a generation.
+///
+/// Validates the request (every failing field at once), prices it, reserves its cost (prepaid
+/// models) or holds it (postpaid models), and queues the job, in one transaction. The answer is
+/// the generation in status `queued` with its `cost`. Unknown members are refused, not ignored.
+/// A user may have a limited number of jobs queued or running at once (`429
+/// too_many_in_flight`), and each API key a limited rate of requests (`429 rate_limited`).
+#[utoipa::path(
+    post,
+    path = "/v1/generations",
+    operation_id = "createGeneration",
+    tag = "generations",
+    security(("api_key" = [])),
+    params(IdempotencyKey),
+    request_body = schemas::CreateGenerationRequest,
+    responses(
+        (status = ACCEPTED, description = "Accepted and queued: the generation, in status \
+            `queued` (or, for a replayed `Idempotency-Key`, as it was first answered).",
+         body = schemas::Generation,
+         headers(("Idempotent-Replayed" = String, description = "`true` when this is the \
+            original answer to an earlier request with the same `Idempotency-Key`; nothing was \
+            charged again. Absent otherwise.")),
+         example = schemas::queued_generation_example),
+        problems::CreateGeneration,
+    ),
+)]
 async fn create(
     ApiUser(caller): ApiUser,
     State(ctx): State<ApiContext>,
@@ -93,6 +121,21 @@ async fn create(
     Ok(response)
 }
 
+/// Read a generation.
+///
+/// Links to stored result files are made now, and expire. Another user's generation is `404`.
+#[utoipa::path(
+    get,
+    path = "/v1/generations/{id}",
+    operation_id = "getGeneration",
+    tag = "generations",
+    security(("api_key" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The generation's id.")),
+    responses(
+        (status = OK, description = "The generation.", body = schemas::Generation),
+        problems::ClientRead,
+    ),
+)]
 async fn show(
     ApiUser(caller): ApiUser,
     State(ctx): State<ApiContext>,
@@ -102,14 +145,36 @@ async fn show(
     Ok(axum::Json(ctx.present(view).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only generations in this status.
+    #[param(value_type = Option<schemas::GenerationStatus>)]
     status: Option<String>,
+    /// How many, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// List generations.
+///
+/// The caller's generations, newest first, a page at a time. A cursor the API did not hand out
+/// is `422` (field `cursor`).
+#[utoipa::path(
+    get,
+    path = "/v1/generations",
+    operation_id = "listGenerations",
+    tag = "generations",
+    security(("api_key" = [])),
+    params(ListParams),
+    responses(
+        (status = OK, description = "A page of generations.", body = schemas::GenerationPage),
+        problems::ClientList,
+    ),
+)]
 async fn list(
     ApiUser(caller): ApiUser,
     State(ctx): State<ApiContext>,
@@ -149,6 +214,23 @@ async fn list(
     Ok(axum::Json(page).into_response())
 }
 
+/// Cancel a generation.
+///
+/// A `queued` or `submitted` generation becomes `canceled`, and its credits come back at once.
+/// One that already ended is `409 not_cancelable`.
+#[utoipa::path(
+    post,
+    path = "/v1/generations/{id}/cancel",
+    operation_id = "cancelGeneration",
+    tag = "generations",
+    security(("api_key" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The generation's id.")),
+    responses(
+        (status = OK, description = "Canceled: the generation, in status `canceled`.",
+         body = schemas::Generation),
+        problems::CancelGeneration,
+    ),
+)]
 async fn cancel_generation(
     ApiUser(caller): ApiUser,
     State(ctx): State<ApiContext>,

@@ -24,8 +24,11 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
+use crate::openapi;
 use crate::state::ApiContext;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -37,16 +40,23 @@ pub fn router(ctx: ApiContext) -> Router {
     let readiness = Readiness { pool: ctx.pool.clone(), broker: ctx.broker.clone() };
     let probes = ops::probes(readiness, ctx.metrics.clone());
     let in_flight = Arc::new(Semaphore::new(ctx.settings.api.max_in_flight_requests));
-    let mut app = Router::<ApiContext>::new()
+    // One registration makes both the routes and the OpenAPI document that describes them (see
+    // `crate::openapi`): every route is added with `routes!` on an `OpenApiRouter`.
+    let document = openapi::Document::default();
+    let mut app = OpenApiRouter::<ApiContext>::with_openapi(openapi::ApiDoc::openapi())
         .merge(credits::routes())
         .merge(files::routes())
         .merge(generations::routes())
         .merge(models::routes())
         .merge(notifications::routes())
-        .merge(webhooks::routes(ctx.settings.webhook.max_body_bytes));
+        .merge(webhooks::routes(ctx.settings.webhook.max_body_bytes))
+        .merge(openapi::routes(document.clone()));
     if !ctx.settings.api.admin_on_ops_listener {
         app = app.merge(operator_routes());
     }
+    let (app, api) = app.split_for_parts();
+    // The document also lists the probes merged below (`openapi::Document::publish`).
+    document.publish(api);
     let app = app.fallback(|| async { ApiError::NotFound }).with_state(ctx.clone()).merge(probes);
     with_middleware(&ctx, app).layer(middleware::from_fn_with_state(in_flight, shed_load))
 }
@@ -58,15 +68,15 @@ pub fn ops_router(ctx: ApiContext) -> Router {
     let ops = ops::router(readiness, ctx.metrics.clone());
     let mut app = Router::<ApiContext>::new();
     if ctx.settings.api.admin_on_ops_listener {
-        app = app.merge(operator_routes());
+        app = app.merge(Router::from(operator_routes()));
     }
     let app = app.fallback(|| async { ApiError::NotFound }).with_state(ctx.clone()).merge(ops);
     with_middleware(&ctx, app)
 }
 
 /// What only operators and trusted servers call: the admin API and the failure report.
-fn operator_routes() -> Router<ApiContext> {
-    Router::new()
+fn operator_routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
         .merge(admin::routes())
         .merge(notifications::admin_routes())
         .merge(webhooks::internal_routes())

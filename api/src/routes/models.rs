@@ -1,19 +1,37 @@
 //! The model catalogue, as clients choose from it.
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use gengate_shared::catalogue::price;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::openapi::{problems, schemas};
 use crate::state::ApiContext;
 
 /// The catalogue route (public: prices are not secret).
-pub(crate) fn routes() -> Router<ApiContext> {
-    Router::new().route("/v1/models", get(models))
+pub(crate) fn routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(models))
 }
 
+/// List the models.
+///
+/// The models a request may name, with what each offers and its prices. Prices are whole
+/// credits, rounded up: for videos `base_price × ⌈duration / 5⌉ × aspect × mode × quality`
+/// (aspect 16:9 and 9:16 → 1.2, 1:1 → 1.0, 21:9 and 9:21 → 1.3; mode text2video 1.0,
+/// image2video 1.1, omni-video 1.2, multi-image2video 1.3), for images `base_price × quality`.
+/// A generation keeps the price and catalogue `version` it was accepted with.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    operation_id = "listModels",
+    tag = "models",
+    responses(
+        (status = OK, description = "The catalogue.", body = schemas::ModelCatalogue),
+        problems::Common,
+    ),
+)]
 async fn models(State(ctx): State<ApiContext>) -> Response {
     let data: Vec<Value> = ctx
         .catalogue

@@ -4,47 +4,49 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use gengate_http::problem::Problem;
+use gengate_shared::accounts;
 use gengate_shared::client_webhooks::deliveries::{self, DeliveryStatus, Filter};
 use gengate_shared::client_webhooks::endpoints::{self, EndpointError, NewEndpoint};
 use gengate_shared::client_webhooks::secrets::{self, Owner, SecretRow};
-use gengate_shared::client_webhooks::{Event, address};
 use gengate_shared::db;
 use gengate_shared::ids::{ApiKeyId, GenerationId, UserId};
 use gengate_shared::validation::Text;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Admin, ApiUser};
 use crate::error::{ApiError, FieldError, Result};
 use crate::extract::{Json, Path, Query};
+use crate::openapi::{problems, schemas};
 use crate::state::ApiContext;
 
-/// The client routes.
-pub(crate) fn routes() -> Router<ApiContext> {
-    Router::new()
-        .route("/v1/webhooks/secret", get(show_secret))
-        .route("/v1/webhooks/secret/rotate", post(rotate_secret))
-        .route("/v1/webhooks/endpoints", get(own_endpoints))
-        .route("/v1/generations/{id}/deliveries", get(generation_deliveries))
+/// The client routes (each documented by its handler's `#[utoipa::path]`).
+pub(crate) fn routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(show_secret))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(own_endpoints))
+        .routes(routes!(generation_deliveries))
 }
 
-/// The operator routes.
-pub(crate) fn admin_routes() -> Router<ApiContext> {
-    Router::new()
-        .route("/admin/users/{id}/webhook-endpoints", post(create_endpoint).get(user_endpoints))
-        .route("/admin/webhook-endpoints/{id}/disable", post(disable_endpoint))
-        .route("/admin/webhook-endpoints/{id}/rotate-secret", post(rotate_endpoint_secret))
-        .route("/admin/webhook-deliveries", get(list_deliveries))
-        .route("/admin/webhook-deliveries/{id}", get(show_delivery))
-        .route("/admin/webhook-deliveries/{id}/redeliver", post(redeliver))
+/// The operator routes (each documented by its handler's `#[utoipa::path]`).
+pub(crate) fn admin_routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(create_endpoint, user_endpoints))
+        .routes(routes!(disable_endpoint))
+        .routes(routes!(rotate_endpoint_secret))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(show_delivery))
+        .routes(routes!(redeliver))
 }
 
 /// A signing secret as its owner is shown it.
@@ -80,7 +82,23 @@ async fn retiring(ctx: &ApiContext, owner: Owner) -> Result<Option<OffsetDateTim
     Ok(rows.iter().filter_map(|row| row.retires_at).max())
 }
 
-/// `GET /v1/webhooks/secret`: the caller's signing secret (made on first read).
+/// Read the caller's webhook signing secret.
+///
+/// The secret that signs the deliveries to the URLs the caller's requests name (`webhook_url`),
+/// made on the first read; the same on every read until it is rotated. After a rotation,
+/// `previous_retires_at` says until when the secret it replaced still signs beside it. A default
+/// endpoint has a secret of its own.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/secret",
+    operation_id = "getWebhookSecret",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    responses(
+        (status = OK, description = "The secret.", body = schemas::WebhookSecret),
+        problems::ClientOwn,
+    ),
+)]
 async fn show_secret(ApiUser(caller): ApiUser, State(ctx): State<ApiContext>) -> Result<Response> {
     let owner = Owner::User(caller.user_id);
     let keys = ctx.callback_keys.clone();
@@ -119,8 +137,24 @@ fn grace(ctx: &ApiContext, body: &Rotate) -> Result<Duration> {
     }
 }
 
-/// `POST /v1/webhooks/secret/rotate`: a new secret; the old one signs beside it until its grace
-/// period ends.
+/// Rotate the caller's webhook signing secret.
+///
+/// Makes a new secret, which signs every delivery from now on; the one it replaces keeps signing
+/// beside it (deliveries carry both signatures) until `previous_retires_at`: `grace_seconds`
+/// after now (default `client_webhooks.secret_grace_ms`, 24 hours; at most 30 days; `0` retires
+/// it at once). The body is optional.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/secret/rotate",
+    operation_id = "rotateWebhookSecret",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    request_body(content = Option<schemas::RotateSecretRequest>),
+    responses(
+        (status = OK, description = "The new secret.", body = schemas::WebhookSecret),
+        problems::RotateWebhookSecret,
+    ),
+)]
 async fn rotate_secret(
     ApiUser(caller): ApiUser,
     State(ctx): State<ApiContext>,
@@ -138,7 +172,23 @@ async fn rotate_secret(
     Ok(axum::Json(secret_view(&ctx, &row, retires)?).into_response())
 }
 
-/// `GET /v1/webhooks/endpoints`: the caller's default endpoints, live and disabled (with why).
+/// List the caller's default webhook endpoints.
+///
+/// The default endpoints an operator registered for the caller (for the user, or for one of its
+/// API keys), live and disabled, oldest first. A disabled one says when and why
+/// (`disabled_reason`): it answered 410 Gone, or every attempt failed for
+/// `client_webhooks.disable_after_ms`, or an operator disabled it.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/endpoints",
+    operation_id = "listWebhookEndpoints",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    responses(
+        (status = OK, description = "The endpoints.", body = schemas::WebhookEndpointList),
+        problems::ClientOwn,
+    ),
+)]
 async fn own_endpoints(
     ApiUser(caller): ApiUser,
     State(ctx): State<ApiContext>,
@@ -147,7 +197,22 @@ async fn own_endpoints(
     Ok(axum::Json(json!({"data": data})).into_response())
 }
 
-/// `GET /v1/generations/{id}/deliveries`: the delivery log of one of the caller's generations.
+/// List a generation's webhook deliveries.
+///
+/// The delivery log of one of the caller's generations, oldest first: each event sent (or being
+/// sent), where, how it stands, and every attempt. Another user's generation is `404`.
+#[utoipa::path(
+    get,
+    path = "/v1/generations/{id}/deliveries",
+    operation_id = "listGenerationDeliveries",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The generation's id.")),
+    responses(
+        (status = OK, description = "The deliveries.", body = schemas::WebhookDeliveryList),
+        problems::ClientRead,
+    ),
+)]
 async fn generation_deliveries(
     ApiUser(caller): ApiUser,
     State(ctx): State<ApiContext>,
@@ -168,72 +233,59 @@ struct CreateEndpoint {
     description: Option<String>,
 }
 
-/// `POST /admin/users/{id}/webhook-endpoints`: a default endpoint, with its signing secret
-/// (shown once here; `rotate-secret` makes a new one).
+/// Register a default webhook endpoint.
+///
+/// A default endpoint receives the events of the user's requests that name no `webhook_url`
+/// (with `api_key_id`, only that key's requests; a key's endpoint comes before its user's). The
+/// answer carries the endpoint's own signing secret, shown once, here (`rotate-secret` makes a
+/// new one). A user, or a key, has at most one live endpoint: another is `409 endpoint_exists`
+/// (disable the first). An unknown user, or a key that is not the user's, is `404`.
+#[utoipa::path(
+    post,
+    path = "/admin/users/{id}/webhook-endpoints",
+    operation_id = "createWebhookEndpoint",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The user's id.")),
+    request_body = schemas::CreateWebhookEndpointRequest,
+    responses(
+        (status = CREATED, description = "The endpoint, with its secret.",
+         body = schemas::WebhookEndpointCreated),
+        problems::CreateWebhookEndpoint,
+    ),
+)]
 async fn create_endpoint(
     _: Admin,
     State(ctx): State<ApiContext>,
     Path(user): Path<UserId>,
     Json(body): Json<CreateEndpoint>,
 ) -> Result<Response> {
-    let mut errors = Vec::new();
-    // Stored in normal form, as a request's `webhook_url` is.
-    let url = match address::check_url(&body.url, &ctx.settings.client_webhooks) {
-        Ok(url) => url.to_string(),
-        Err(why) => {
-            errors.push(FieldError::new("url", why));
-            body.url.clone()
-        }
-    };
-    let events = body.events.as_ref().map(|names| {
-        let mut events = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            match name.parse::<Event>() {
-                Ok(event) if !events.contains(&event) => events.push(event),
-                Ok(_) => errors.push(FieldError::new(format!("events[{i}]"), "is listed twice")),
-                Err(_) => errors.push(FieldError::new(
-                    format!("events[{i}]"),
-                    format!(
-                        "one of {}",
-                        Event::ALL.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                )),
-            }
-        }
-        events
-    });
-    if events.as_ref().is_some_and(Vec::is_empty) {
-        errors
-            .push(FieldError::new("events", "must list at least one event (leave it out for all)"));
-    }
-    errors
-        .extend(body.description.as_deref().and_then(|d| Text::Free.field_error("description", d)));
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let new = NewEndpoint {
-        user_id: user,
-        api_key_id: body.api_key_id,
-        url,
-        events,
-        description: body.description,
-    };
+    let new = NewEndpoint::checked(
+        user,
+        body.api_key_id,
+        &body.url,
+        body.events.as_deref(),
+        body.description,
+        &ctx.settings.client_webhooks,
+    )
+    .map_err(ApiError::Validation)?;
     let keys = ctx.callback_keys.clone();
-    let made = db::transaction!(&ctx.pool, EndpointError, |tx| {
-        let endpoint = endpoints::create(tx, &new).await?;
-        let secret = secrets::current(tx, Owner::Endpoint(endpoint.id), &keys).await?;
-        (endpoint, secret)
-    })
-    .await;
+    let made =
+        db::transaction!(&ctx.pool, EndpointError, |tx| endpoints::register(tx, &new, &keys)
+            .await?)
+        .await;
     let (endpoint, secret) = match made {
         Ok(made) => made,
         Err(EndpointError::NotFound) => return Err(ApiError::NotFound),
         Err(EndpointError::Exists(existing)) => {
+            let which = existing.map(|id| format!(" ({id})")).unwrap_or_default();
             return Err(Problem::new(
                 StatusCode::CONFLICT,
                 "endpoint_exists",
                 "Endpoint exists",
-                format!("a live endpoint is registered for this user or key already ({existing}); disable it first"),
+                format!(
+                    "a live endpoint is registered for this user or key already{which}; disable it first"
+                ),
             )
             .into());
         }
@@ -246,12 +298,30 @@ async fn create_endpoint(
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
-/// `GET /admin/users/{id}/webhook-endpoints`.
+/// List a user's default webhook endpoints.
+///
+/// As `GET /v1/webhooks/endpoints` answers the user: live and disabled, oldest first. An unknown
+/// user is `404`, as for its API keys.
+#[utoipa::path(
+    get,
+    path = "/admin/users/{id}/webhook-endpoints",
+    operation_id = "listUserWebhookEndpoints",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The user's id.")),
+    responses(
+        (status = OK, description = "The endpoints.", body = schemas::WebhookEndpointList),
+        problems::AdminRead,
+    ),
+)]
 async fn user_endpoints(
     _: Admin,
     State(ctx): State<ApiContext>,
     Path(user): Path<UserId>,
 ) -> Result<Response> {
+    if accounts::find_user(&ctx.pool, user).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
     let data = endpoints::of_user(&ctx.pool, user).await?;
     Ok(axum::Json(json!({"data": data})).into_response())
 }
@@ -262,8 +332,24 @@ struct Disable {
     reason: Option<String>,
 }
 
-/// `POST /admin/webhook-endpoints/{id}/disable`: nothing more is sent to it (its pending
-/// deliveries end `failed`, with the reason).
+/// Disable a default webhook endpoint.
+///
+/// Nothing more is sent to it: its pending deliveries end `failed`, with the reason (default
+/// `disabled by an operator`), which its owner sees. Disabling it again answers the same, and
+/// keeps the first reason. The body is optional.
+#[utoipa::path(
+    post,
+    path = "/admin/webhook-endpoints/{id}/disable",
+    operation_id = "disableWebhookEndpoint",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The endpoint's id.")),
+    request_body(content = Option<schemas::DisableWebhookEndpointRequest>),
+    responses(
+        (status = OK, description = "The endpoint, disabled.", body = schemas::WebhookEndpoint),
+        problems::ChangeWebhookEndpoint,
+    ),
+)]
 async fn disable_endpoint(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -288,7 +374,24 @@ async fn disable_endpoint(
     }
 }
 
-/// `POST /admin/webhook-endpoints/{id}/rotate-secret`.
+/// Rotate a default webhook endpoint's signing secret.
+///
+/// As the client's rotation (`POST /v1/webhooks/secret/rotate`), for the endpoint's own secret:
+/// the answer is the new secret, and the one it replaces keeps signing beside it until
+/// `previous_retires_at`. The body is optional.
+#[utoipa::path(
+    post,
+    path = "/admin/webhook-endpoints/{id}/rotate-secret",
+    operation_id = "rotateWebhookEndpointSecret",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The endpoint's id.")),
+    request_body(content = Option<schemas::RotateSecretRequest>),
+    responses(
+        (status = OK, description = "The endpoint's new secret.", body = schemas::WebhookSecret),
+        problems::ChangeWebhookEndpoint,
+    ),
+)]
 async fn rotate_endpoint_secret(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -309,16 +412,40 @@ async fn rotate_endpoint_secret(
     Ok(axum::Json(secret_view(&ctx, &row, retires)?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeliveryQuery {
+    /// Only deliveries in this status.
+    #[param(value_type = Option<schemas::WebhookDeliveryStatus>)]
     status: Option<String>,
+    /// Only this user's deliveries.
+    #[param(value_type = Option<uuid::Uuid>)]
     user_id: Option<UserId>,
+    /// Only this generation's deliveries.
+    #[param(value_type = Option<uuid::Uuid>)]
     generation_id: Option<GenerationId>,
+    /// How many, 1–1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
-/// `GET /admin/webhook-deliveries?status=&user_id=&generation_id=&limit=`: newest first.
+/// List webhook deliveries.
+///
+/// Client webhook deliveries of every user, newest first, each with its attempts; filtered by
+/// status, user and generation.
+#[utoipa::path(
+    get,
+    path = "/admin/webhook-deliveries",
+    operation_id = "listWebhookDeliveries",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(DeliveryQuery),
+    responses(
+        (status = OK, description = "The deliveries.", body = schemas::WebhookDeliveryList),
+        problems::AdminList,
+    ),
+)]
 async fn list_deliveries(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -352,7 +479,22 @@ fn delivery_id(text: &str) -> Result<Uuid> {
     deliveries::parse_id(text).ok_or(ApiError::NotFound)
 }
 
-/// `GET /admin/webhook-deliveries/{id}` (`msg_…` or its UUID): with every attempt.
+/// Read a webhook delivery.
+///
+/// One delivery, by its `webhook-id` (`msg_…`) or the UUID it is made of, with every attempt.
+#[utoipa::path(
+    get,
+    path = "/admin/webhook-deliveries/{id}",
+    operation_id = "getWebhookDelivery",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The delivery's `webhook-id` (`msg_…`), or the \
+        UUID it is made of.", example = "msg_0192f0c46a8e7cc19d4e1f2a3b4c5d6f")),
+    responses(
+        (status = OK, description = "The delivery.", body = schemas::WebhookDelivery),
+        problems::AdminRead,
+    ),
+)]
 async fn show_delivery(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -362,8 +504,26 @@ async fn show_delivery(
     Ok(axum::Json(view).into_response())
 }
 
-/// `POST /admin/webhook-deliveries/{id}/redeliver`: sent again now (same `webhook-id`, same
-/// body), whatever became of it; answered 202 as it is queued.
+/// Redeliver a webhook delivery.
+///
+/// The delivery is due again now, whatever became of it: it is sent again with the same
+/// `webhook-id` and the same body (and the retries its schedule has left, if any). Answered as
+/// it is queued, in status `pending`. A delivery whose default endpoint is disabled would not be
+/// sent: `409 endpoint_disabled`.
+#[utoipa::path(
+    post,
+    path = "/admin/webhook-deliveries/{id}/redeliver",
+    operation_id = "redeliverWebhook",
+    tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The delivery's `webhook-id` (`msg_…`), or the \
+        UUID it is made of.", example = "msg_0192f0c46a8e7cc19d4e1f2a3b4c5d6f")),
+    responses(
+        (status = ACCEPTED, description = "Queued: the delivery, due again now.",
+         body = schemas::WebhookDelivery),
+        problems::Redeliver,
+    ),
+)]
 async fn redeliver(
     _: Admin,
     State(ctx): State<ApiContext>,

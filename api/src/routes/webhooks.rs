@@ -14,12 +14,10 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use gengate_http::problem::Problem;
 use gengate_shared::generation::{callback_token, failure, polling, report};
 use gengate_shared::ids::GenerationId;
@@ -32,36 +30,75 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{ClientAddress, Internal};
 use crate::error::{ApiError, FieldError, Result};
 use crate::extract::{Json, Path, Query};
+use crate::openapi::{problems, schemas};
 use crate::state::ApiContext;
 
-/// The provider ingress routes.
-pub(crate) fn routes(max_body_bytes: usize) -> Router<ApiContext> {
-    Router::new()
-        .route(callback_token::WEBHOOK_PATH, post(unified_webhook))
-        .route(callback_token::KLING_CALLBACK_ROUTE, post(kling_callback))
+/// The provider ingress routes (each documented by its handler's `#[utoipa::path]`).
+pub(crate) fn routes(max_body_bytes: usize) -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(unified_webhook))
+        .routes(routes!(kling_callback))
         .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 
 /// The server-to-server routes (`Authorization: Bearer <internal token>`).
-pub(crate) fn internal_routes() -> Router<ApiContext> {
-    Router::new().route("/api/generation/handle-failure", post(handle_failure))
+pub(crate) fn internal_routes() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(handle_failure))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WebhookQuery {
+    /// The generation the callback is about.
+    #[param(required = true, value_type = Option<uuid::Uuid>)]
     generation_id: Option<String>,
+    /// The generation's callback token.
+    #[param(required = true)]
     token: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TokenQuery {
+    /// The generation's callback token.
+    #[param(required = true)]
     token: Option<String>,
 }
 
+/// Receive a provider's callback.
+///
+/// kie.ai's callbacks (`{code, msg, data}`), and any provider's, taken as they are. `200
+/// {"ok": true}` once the update is durably queued: a worker then asks the provider itself
+/// before anything moves (a callback is a hint, never evidence). An unknown generation, a wrong
+/// token, a token of a job that ended more than `worker.reconcile_window_ms` ago, or a kie.ai
+/// callback without a valid `X-Webhook-Signature` (when `providers.kie.webhook_hmac_key` is set)
+/// all get the same `401`. A body the generation's provider adapter cannot parse, or a result
+/// URL off the allowlist or not in normal form, is `400`; nothing changes in either case. If the
+/// update cannot be queued, `503 broker_unavailable`, and the provider retries.
+#[utoipa::path(
+    post,
+    path = callback_token::WEBHOOK_PATH,
+    operation_id = "receiveProviderCallback",
+    tag = "provider-ingress",
+    security(("webhook_token" = [])),
+    params(WebhookQuery),
+    request_body(content = serde_json::Value, description = "The provider's callback body, as \
+        it sends it.", content_type = "application/json",
+        example = json!({"code": 200, "msg": "success", "data": {
+            "taskId": "task_0192f0c46a8e", "state": "success",
+            "resultJson": "{\"resultUrls\":[\"https://files.provider.example/video.mp4\"]}"}})),
+    responses(
+        (status = OK, description = "Taken in.", body = schemas::CallbackAccepted),
+        problems::ProviderCallback,
+    ),
+)]
 async fn unified_webhook(
     State(ctx): State<ApiContext>,
     address: ClientAddress,
@@ -74,6 +111,32 @@ async fn unified_webhook(
     ingest(&ctx, id, caller, &body).await
 }
 
+/// Receive a Kling callback.
+///
+/// Kling's callbacks (its bare task object, or its `{code, message, data}` wrapper), with the
+/// generation in the path; otherwise as `POST /api/generation/webhook`.
+#[utoipa::path(
+    post,
+    path = callback_token::KLING_CALLBACK_ROUTE,
+    operation_id = "receiveKlingCallback",
+    tag = "provider-ingress",
+    security(("webhook_token" = [])),
+    params(
+        ("generation_id" = uuid::Uuid, Path, description = "The generation the callback is \
+            about (the contract's `{task_id}`: the id gengate gave Kling in the callback URL)."),
+        TokenQuery,
+    ),
+    request_body(content = serde_json::Value, description = "Kling's callback body, as it \
+        sends it.", content_type = "application/json",
+        example = json!({"task_id": "867283741759111202", "task_status": "succeed",
+            "task_info": {"external_task_id": "0192f0c4-6a8e-7cc1-9d4e-1f2a3b4c5d6e"},
+            "task_result": {"videos": [{"id": "v1", "duration": "5",
+                "url": "https://files.provider.example/video.mp4"}]}})),
+    responses(
+        (status = OK, description = "Taken in.", body = schemas::CallbackAccepted),
+        problems::ProviderCallback,
+    ),
+)]
 async fn kling_callback(
     State(ctx): State<ApiContext>,
     address: ClientAddress,
@@ -239,6 +302,22 @@ struct FailureReport {
 /// that a generation failed. Queued through the outbox, so it is accepted even while the broker is
 /// away, and applied by a worker like every other failure: idempotent, refunded once, and
 /// overridden by a later success.
+#[utoipa::path(
+    post,
+    path = "/api/generation/handle-failure",
+    operation_id = "reportGenerationFailure",
+    tag = "provider-ingress",
+    summary = "Report a generation failed.",
+    description = "A trusted server reports that a generation failed. The report is queued and \
+        applied by a worker like every other failure: idempotent, refunded once; a success that \
+        arrives later still completes the job (and charges it again). Unknown generation: `404`.",
+    security(("internal_token" = [])),
+    request_body = schemas::FailureReport,
+    responses(
+        (status = ACCEPTED, description = "Queued.", body = schemas::FailureReported),
+        problems::ReportFailure,
+    ),
+)]
 async fn handle_failure(
     _: Internal,
     State(ctx): State<ApiContext>,

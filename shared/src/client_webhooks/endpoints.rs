@@ -108,9 +108,10 @@ pub enum EndpointError {
     /// The user (or the key, for that user) does not exist.
     #[error("no such user or API key")]
     NotFound,
-    /// The user (or key) already has a live endpoint.
-    #[error("a live endpoint is registered for this user or key already: {0}")]
-    Exists(Uuid),
+    /// The user (or key) already has a live endpoint (its id, unless a concurrent registration
+    /// just made it).
+    #[error("a live endpoint is registered for this user or key already")]
+    Exists(Option<Uuid>),
     /// PostgreSQL.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -144,7 +145,7 @@ pub async fn create(tx: &mut Tx, new: &NewEndpoint) -> Result<Endpoint, Endpoint
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(existing) = existing {
-        return Err(EndpointError::Exists(existing));
+        return Err(EndpointError::Exists(Some(existing)));
     }
     let events: Option<Vec<&str>> =
         new.events.as_ref().map(|events| events.iter().map(|e| e.as_str()).collect());
@@ -165,7 +166,7 @@ pub async fn create(tx: &mut Tx, new: &NewEndpoint) -> Result<Endpoint, Endpoint
         Ok(endpoint) => Ok(endpoint),
         // A concurrent registration for the same user or key won.
         Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
-            Err(EndpointError::Exists(Uuid::nil()))
+            Err(EndpointError::Exists(None))
         }
         Err(err) => Err(err.into()),
     }

@@ -12,6 +12,7 @@ mod diagnostics;
 mod health;
 mod jobs;
 mod lifecycle;
+mod openapi;
 mod operations;
 mod providers;
 mod security;

@@ -382,9 +382,14 @@ pub async fn create_endpoint(
             .into());
         }
         Err(EndpointError::Exists(existing)) => {
+            let how = existing.map_or_else(
+                || "disable it first".to_owned(),
+                |id| {
+                    format!("({id}); disable it first (gengatectl webhooks endpoints disable {id})")
+                },
+            );
             return Err(Refused(format!(
-                "a live endpoint is registered for this user or key already ({existing}); \
-                 disable it first (gengatectl webhooks endpoints disable {existing})"
+                "a live endpoint is registered for this user or key already {how}"
             ))
             .into());
         }
