@@ -9,6 +9,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -22,6 +23,8 @@ pub enum Reply {
     After(Duration),
     /// Nothing until [`Receiver::release`] (or the sender gives up or dies).
     Hold,
+    /// `302 Found` to this URL.
+    Redirect(String),
 }
 
 /// A delivery as it arrived.
@@ -129,22 +132,27 @@ async fn receive(
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> Response {
     let reply = {
         let mut inner = receiver.inner.lock().expect("receiver lock");
         inner.received.push(Received { path: uri.path().to_owned(), headers, body });
         if inner.script.is_empty() { None } else { Some(inner.script.remove(0)) }
     };
     match reply {
-        None => StatusCode::NO_CONTENT,
-        Some(Reply::Status(code)) => StatusCode::from_u16(code).expect("a status code"),
+        None => StatusCode::NO_CONTENT.into_response(),
+        Some(Reply::Status(code)) => {
+            StatusCode::from_u16(code).expect("a status code").into_response()
+        }
         Some(Reply::After(delay)) => {
             tokio::time::sleep(delay).await;
-            StatusCode::NO_CONTENT
+            StatusCode::NO_CONTENT.into_response()
         }
         Some(Reply::Hold) => {
             receiver.release.notified().await;
-            StatusCode::NO_CONTENT
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Some(Reply::Redirect(to)) => {
+            (StatusCode::FOUND, [(axum::http::header::LOCATION, to)]).into_response()
         }
     }
 }

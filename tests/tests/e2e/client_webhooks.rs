@@ -528,3 +528,22 @@ async fn notify_messages_handled(app: &TestApp) -> u64 {
     }
     total
 }
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_but_tried_again_at_the_same_url() {
+    let app = TestApp::builder().workers(1).spawn().await;
+    let elsewhere = Receiver::start().await;
+    let receiver = Receiver::scripted(vec![Reply::Redirect(elsewhere.url("/moved"))]).await;
+    let user = app.create_user(1_000).await;
+    let mut body = job("a cat [[sim:ok]]", Some(&receiver.url("/hook")));
+    body["webhook_events"] = json!(["generation.completed"]);
+    let id = app.submit_ok(&user, &body).await;
+    let logged = settled_deliveries(&app, &user, &id, 1).await;
+    assert_eq!(logged[0]["status"], "delivered");
+    let log = logged[0]["attempt_log"].as_array().unwrap();
+    assert_eq!(log[0]["status_code"], 302);
+    assert!(log[0]["error"].as_str().unwrap().contains("redirects are not followed"), "{log:?}");
+    assert_eq!(log[1]["status_code"], 204);
+    assert_eq!(receiver.received().len(), 2, "both attempts at the URL the request named");
+    assert!(elsewhere.received().is_empty(), "the redirect's target was never called");
+}
