@@ -26,6 +26,7 @@
 
 mod batch;
 mod grants;
+pub mod import;
 mod queries;
 mod reconcile;
 mod settlement;

@@ -10,6 +10,7 @@ mod ctl;
 mod ctl_webhooks;
 mod diagnostics;
 mod health;
+mod import_legacy;
 mod jobs;
 mod lifecycle;
 mod openapi;

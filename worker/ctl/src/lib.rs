@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod archive;
 pub mod dlq;
+pub mod import;
 pub mod output;
 pub mod webhooks;
 

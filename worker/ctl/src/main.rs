@@ -8,7 +8,7 @@ use gengate_shared::accounts::NewUser;
 use gengate_shared::client_webhooks::deliveries::{self, DeliveryStatus};
 use gengate_shared::config::{ConfigArg, Settings};
 use gengate_shared::ids::{ApiKeyId, GenerationId, UserId};
-use gengatectl::{Refused, admin, archive, dlq, output, webhooks};
+use gengatectl::{Refused, admin, archive, dlq, import, output, webhooks};
 use sqlx::types::Uuid;
 use time::OffsetDateTime;
 
@@ -55,6 +55,40 @@ enum Command {
     /// Webhooks to clients: deliveries (inspect, redeliver) and users' default endpoints.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Import a legacy system's data (seed 001's credits ledger), or roll an import back.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Import a legacy credits ledger; checks every user's balance, exits 1 on a mismatch or a
+    /// row it could not import. Re-runs import nothing twice.
+    LegacyCredits {
+        /// The legacy PostgreSQL database (users, credits, orders, generations).
+        #[arg(long)]
+        source: String,
+        /// Only the legacy users listed in this file (one uuid a line).
+        #[arg(long)]
+        users: Option<std::path::PathBuf>,
+        /// Do everything, report, and roll it all back.
+        #[arg(long)]
+        dry_run: bool,
+        /// Legacy rows per transaction (1 to 100000).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch: u32,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove exactly what an import run wrote.
+    Rollback {
+        /// The run id the import printed.
+        run: Uuid,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -504,6 +538,14 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<bool> {
                 webhooks::disable_endpoint(&settings, endpoint, reason, json).await?
             }
         },
+        Command::Import(ImportCommand::LegacyCredits { source, users, dry_run, batch, json }) => {
+            let batch = batch as usize;
+            let args = import::LegacyCreditsArgs { source, users, dry_run, batch, json };
+            return import::legacy_credits(&settings, args).await;
+        }
+        Command::Import(ImportCommand::Rollback { run, json }) => {
+            import::rollback(&settings, run, json).await?
+        }
         Command::Generation(command) => match command {
             GenerationCommand::Show { id, json } => {
                 admin::show_generation(&settings, id, json).await?
