@@ -153,7 +153,8 @@ impl KeyCache {
         self.listening.store(listening, Ordering::Release);
     }
 
-    fn note_use(&self, key: ApiKeyId) {
+    /// Notes a use of `key` (written with the next flush).
+    pub(crate) fn note_use(&self, key: ApiKeyId) {
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         used.insert(key, OffsetDateTime::now_utc());
     }

@@ -92,6 +92,20 @@ pub struct Settings {
     /// Prompt templates by `sub_type`: `[prompt_templates.<sub_type>]`.
     #[serde(default)]
     pub prompt_templates: BTreeMap<String, PromptTemplateSettings>,
+    /// The Kling-compatible API (`/kling/v1/…`): `[kling_compat]`.
+    #[serde(default)]
+    pub kling_compat: KlingCompatSettings,
+}
+
+/// The Kling-compatible API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KlingCompatSettings {
+    /// Catalogue models by Kling `model_name` and quality `mode`, keyed `"<model_name>/<mode>"`
+    /// (e.g. `"kling-v1-6/pro" = "kling-v1-6-pro"`); a pair not listed is Kling's unknown-model
+    /// error.
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
 }
 
 /// Where a process runs, for the checks at start-up.

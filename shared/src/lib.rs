@@ -14,6 +14,7 @@ pub mod db;
 pub mod generation;
 pub mod group_commit;
 pub mod ids;
+pub mod kling_compat;
 pub mod ledger;
 pub mod names;
 pub mod outbox;

@@ -63,6 +63,11 @@ use crate::state::ApiContext;
             list them."),
         (name = "operations", description = "Liveness and readiness, for load balancers and \
             supervisors."),
+        (name = "kling", description = "Kling's own video API, served by gengate \
+            (`/kling/v1/videos/…`): Kling's request bodies, answers and error codes, with a \
+            gengate API key or a Kling JWT signed with a key pair issued with an API key \
+            (`Authorization: Bearer …`). Errors are Kling's `{code, message, request_id}`, not \
+            problems."),
         (name = "documentation", description = "This document, and its browsable reference."),
         (name = "webhooks", description = "Client webhooks: what gengate POSTs to a client's \
             URL (see the document's `webhooks`), and, by the client's API key, the secret that \

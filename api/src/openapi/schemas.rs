@@ -295,6 +295,9 @@ pub struct CreateUserRequest {
 pub struct CreateApiKeyRequest {
     /// A name for the key (free text).
     pub name: Option<String>,
+    /// Also issue a Kling access key / secret key pair for the Kling-compatible API
+    /// (`/kling/v1/…`); default false.
+    pub kling: Option<bool>,
 }
 
 /// The body of `POST /admin/users/{id}/grants`.
@@ -926,6 +929,12 @@ pub struct NewApiKey {
     pub prefix: String,
     /// The key: `Authorization: Bearer <key>`.
     pub key: String,
+    /// With `{"kling": true}`: the Kling access key (the `iss` of the JWT a Kling client signs
+    /// for `/kling/v1/…`).
+    pub kling_access_key: Option<String>,
+    /// With `{"kling": true}`: the Kling secret key (signs that JWT, HS256). Shown once; gengate
+    /// derives it again to check a token and never stores it.
+    pub kling_secret_key: Option<String>,
 }
 
 /// An API key as listed (never the key itself).

@@ -7,6 +7,7 @@ use gengate_shared::accounts::{self, NewUser};
 use gengate_shared::db;
 use gengate_shared::generation::store;
 use gengate_shared::ids::{ApiKeyId, GenerationId, GrantId, UserId};
+use gengate_shared::kling_compat;
 use gengate_shared::ledger::{self, GrantSource, GrantView, MAX_GRANT, NewGrant};
 use gengate_shared::validation::Text;
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,8 @@ async fn create_user(
 #[serde(deny_unknown_fields)]
 struct CreateApiKey {
     name: Option<String>,
+    #[serde(default)]
+    kling: bool,
 }
 
 /// Create an API key.
@@ -128,9 +131,24 @@ async fn create_api_key(
     if let Some(error) = name.as_deref().and_then(|n| Text::Free.field_error("name", n)) {
         return Err(ApiError::Validation(vec![error]));
     }
-    let key = accounts::create_api_key(&ctx.pool, user, name.as_deref()).await?;
-    tracing::info!(user_id = %user, prefix = %key.prefix, "API key created");
-    Ok((StatusCode::CREATED, axum::Json(key)).into_response())
+    if !body.kling {
+        let key = accounts::create_api_key(&ctx.pool, user, name.as_deref()).await?;
+        tracing::info!(user_id = %user, prefix = %key.prefix, "API key created");
+        return Ok((StatusCode::CREATED, axum::Json(key)).into_response());
+    }
+    // The key and its Kling pair together, or neither.
+    let keys = ctx.callback_keys.clone();
+    let (key, pair) = db::transaction!(&ctx.pool, ApiError, |tx| {
+        let key = accounts::create_api_key(&mut **tx, user, name.as_deref()).await?;
+        let pair = kling_compat::issue(&mut **tx, &keys, key.id).await?;
+        (key, pair)
+    })
+    .await?;
+    tracing::info!(user_id = %user, prefix = %key.prefix, kling_access_key = %pair.access_key, "API key with a Kling key pair created");
+    let mut answer = serde_json::to_value(&key).map_err(anyhow::Error::from)?;
+    answer["kling_access_key"] = json!(pair.access_key);
+    answer["kling_secret_key"] = json!(pair.secret_key);
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
 }
 
 /// `GET /admin/users/{id}/api-keys`: the user's keys (never the keys themselves), newest first.

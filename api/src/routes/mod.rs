@@ -4,6 +4,7 @@ mod admin;
 mod credits;
 mod files;
 mod generations;
+mod kling;
 mod models;
 mod notifications;
 mod webhooks;
@@ -47,6 +48,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(credits::routes())
         .merge(files::routes())
         .merge(generations::routes())
+        .merge(kling::routes())
         .merge(models::routes())
         .merge(notifications::routes())
         .merge(webhooks::routes(ctx.settings.webhook.max_body_bytes))

@@ -12,6 +12,7 @@ mod diagnostics;
 mod health;
 mod import_legacy;
 mod jobs;
+mod kling_compat;
 mod lifecycle;
 mod openapi;
 mod operations;

@@ -5,9 +5,11 @@ use anyhow::Context;
 use gengate_shared::accounts::{self, AccountError, NewUser};
 use gengate_shared::config::Settings;
 use gengate_shared::db;
+use gengate_shared::generation::callback_token::CallbackKeys;
 use gengate_shared::generation::operator::{self, OperatorOutcome};
 use gengate_shared::generation::store;
 use gengate_shared::ids::{ApiKeyId, GenerationId, UserId};
+use gengate_shared::kling_compat;
 use gengate_shared::ledger::{self, GrantSource, LedgerError, NewGrant, TimelineQuery};
 use serde_json::json;
 use sqlx::PgPool;
@@ -45,10 +47,30 @@ pub async fn create_key(
     settings: &Settings,
     user: UserId,
     name: Option<String>,
+    kling: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     let pool = connect_db(settings).await?;
     require_user(&pool, user).await?;
+    if kling {
+        let keys = CallbackKeys::required(&settings.webhook).map_err(anyhow::Error::msg)?;
+        let mut tx = pool.begin().await?;
+        let key = accounts::create_api_key(&mut *tx, user, name.as_deref()).await?;
+        let pair = kling_compat::issue(&mut *tx, &keys, key.id).await?;
+        tx.commit().await?;
+        if json {
+            let mut answer = serde_json::to_value(&key)?;
+            answer["kling_access_key"] = json!(pair.access_key);
+            answer["kling_secret_key"] = json!(pair.secret_key);
+            return output::json(&answer);
+        }
+        println!(
+            "API key for user {user} (shown once; only its hash is stored):\n{}\n\
+             Kling access key: {}\nKling secret key (shown once; never stored): {}",
+            key.key, pair.access_key, pair.secret_key
+        );
+        return Ok(());
+    }
     let key = accounts::create_api_key(&pool, user, name.as_deref()).await?;
     if json {
         return output::json(&key);

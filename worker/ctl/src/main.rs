@@ -354,6 +354,9 @@ enum KeysCommand {
         /// A label for the key.
         #[arg(long)]
         name: Option<String>,
+        /// Also issue a Kling access key / secret key pair (for `/kling/v1/…`), printed once.
+        #[arg(long)]
+        kling: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -480,8 +483,8 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<bool> {
         Command::Users(UsersCommand::Create { email, name, max_in_flight, json }) => {
             admin::create_user(&settings, NewUser { email, name, max_in_flight }, json).await?
         }
-        Command::Keys(KeysCommand::Create { user, name, json }) => {
-            admin::create_key(&settings, user, name, json).await?
+        Command::Keys(KeysCommand::Create { user, name, kling, json }) => {
+            admin::create_key(&settings, user, name, kling, json).await?
         }
         Command::Keys(KeysCommand::List { user, json }) => {
             admin::list_keys(&settings, user, json).await?
