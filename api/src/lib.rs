@@ -10,12 +10,14 @@ pub mod relay;
 pub mod routes;
 pub mod state;
 pub mod submit_batch;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use gengate_shared::config::Settings;
 use gengate_shared::queue::Broker;
 use gengate_shared::{db, shutdown, telemetry};
@@ -32,6 +34,8 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 
 /// Runs the API until SIGTERM/SIGINT, then drains in-flight requests (up to the grace period).
 pub async fn serve(settings: Settings, addr_file: Option<PathBuf>) -> anyhow::Result<()> {
+    // HTTPS on the public listener when the certificate and key are set; bad files stop start-up.
+    let tls = tls::server_config(&settings.api)?;
     let pool = db::lazy_pool(&settings.database, "gengate-api")?;
     let broker = Broker::new(&settings.amqp, "gengate-api");
     // Checked before anything starts: a misconfigured API refuses to run rather than to submit.
@@ -64,16 +68,29 @@ pub async fn serve(settings: Settings, addr_file: Option<PathBuf>) -> anyhow::Re
         std::fs::write(&path, format!("{local}\n{ops_local}\n"))
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    tracing::info!(%local, ops = %ops_local, "gengate-api listening");
+    tracing::info!(%local, ops = %ops_local, https = tls.is_some(), "gengate-api listening");
 
     let grace = Duration::from_millis(settings.api.shutdown_grace_ms);
     let public = routes::router(ctx.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let ops = routes::ops_router(ctx).into_make_service_with_connect_info::<SocketAddr>();
     let drained = shutdown.clone();
-    let server = axum::serve(listener, public).with_graceful_shutdown(async move {
-        drained.cancelled().await;
-    });
-    let server = tokio::spawn(async move { server.await });
+    let server = match tls {
+        None => tokio::spawn(
+            axum::serve(listener, public)
+                .with_graceful_shutdown(async move { drained.cancelled().await })
+                .into_future(),
+        ),
+        // `tap_io` (doing nothing) only so that `ConnectInfo<SocketAddr>` is available for a
+        // listener of our own.
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config).tap_io(|_| ());
+            tokio::spawn(
+                axum::serve(listener, public)
+                    .with_graceful_shutdown(async move { drained.cancelled().await })
+                    .into_future(),
+            )
+        }
+    };
     let drained = shutdown.clone();
     let ops_server = axum::serve(ops_listener, ops).with_graceful_shutdown(async move {
         drained.cancelled().await;

@@ -528,6 +528,13 @@ pub struct ApiSettings {
     pub key_usage_flush_ms: u64,
     /// Group commit of submits: concurrent submits share one transaction (see docs/design.md).
     pub submit_batch: GroupCommitSettings,
+    /// PEM certificate chain (leaf first) for serving HTTPS on the public listener. Set together
+    /// with `tls_key_file`; unset (both): plain HTTP, as behind a TLS-terminating proxy.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`'s certificate.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// How concurrent writes are grouped into shared transactions: the API's submits

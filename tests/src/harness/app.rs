@@ -96,9 +96,16 @@ impl TestAppBuilder {
         env.insert("GENGATE__AMQP__PREFIX".to_owned(), broker.prefix().to_owned());
         // The API's address is chosen before it starts: callback URLs and file links are built
         // from it (`api.public_base_url`), by the workers and by the API itself.
+        // With `api.tls_cert_file` set, the API serves HTTPS only (its operations listener stays
+        // plain HTTP).
+        let api_scheme =
+            if self.env.contains_key("GENGATE__API__TLS_CERT_FILE") { "https" } else { "http" };
         let api_address = free_address();
         env.insert("GENGATE__API__LISTEN".to_owned(), api_address.clone());
-        env.insert("GENGATE__API__PUBLIC_BASE_URL".to_owned(), format!("http://{api_address}"));
+        env.insert(
+            "GENGATE__API__PUBLIC_BASE_URL".to_owned(),
+            format!("{api_scheme}://{api_address}"),
+        );
         env.insert("GENGATE__API__OPS_LISTEN".to_owned(), "127.0.0.1:0".to_owned());
         // Tests send bad credentials on purpose, many from one address; the security suite
         // sets its own limit to test it.
@@ -158,14 +165,20 @@ impl TestAppBuilder {
         env.extend(self.env);
 
         let pool = db.pool().await;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("HTTP client");
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if api_scheme == "https" {
+            // The test's client trusts the API's (self-signed) certificate.
+            let pem =
+                std::fs::read(&env["GENGATE__API__TLS_CERT_FILE"]).expect("read the API cert");
+            let cert = reqwest::Certificate::from_pem(&pem).expect("the API cert");
+            http = http.add_root_certificate(cert);
+        }
+        let http = http.build().expect("HTTP client");
         let mut app = TestApp {
             sim,
             api: None,
             api_url: String::new(),
+            api_scheme,
             ops_url: String::new(),
             workers: Vec::new(),
             http,
@@ -213,8 +226,10 @@ pub struct TestApp {
     pub sim: SimHandle,
     /// The API process.
     pub api: Option<Process>,
-    /// `http://127.0.0.1:PORT` of the API.
+    /// `http://127.0.0.1:PORT` of the API (`https://` when it serves TLS).
     pub api_url: String,
+    /// `http` or `https` (`api.tls_cert_file` set).
+    api_scheme: &'static str,
     /// `http://127.0.0.1:PORT` of the API's operations listener (`/metrics`).
     pub ops_url: String,
     /// Worker processes.
@@ -260,7 +275,7 @@ impl TestApp {
         let mut api =
             Process::start("api", &binary("gengate-api"), &["serve"], &self.env, &self.log_dir);
         let addrs = api.bound_addrs().await;
-        self.api_url = format!("http://{}", addrs[0]);
+        self.api_url = format!("{}://{}", self.api_scheme, addrs[0]);
         self.ops_url = format!("http://{}", addrs[1]);
         self.api = Some(api);
     }
@@ -273,10 +288,11 @@ impl TestApp {
         // from it (`api.public_base_url`), by the workers and by the API itself.
         let api_address = free_address();
         env.insert("GENGATE__API__LISTEN".to_owned(), api_address.clone());
-        env.insert("GENGATE__API__PUBLIC_BASE_URL".to_owned(), format!("http://{api_address}"));
+        let scheme = self.api_scheme;
+        env.insert("GENGATE__API__PUBLIC_BASE_URL".to_owned(), format!("{scheme}://{api_address}"));
         env.insert("GENGATE__API__OPS_LISTEN".to_owned(), "127.0.0.1:0".to_owned());
         let mut api = Process::start(name, &binary("gengate-api"), &["serve"], &env, &self.log_dir);
-        let url = format!("http://{}", api.bound_addr().await);
+        let url = format!("{scheme}://{}", api.bound_addr().await);
         (api, url)
     }
 
@@ -289,7 +305,7 @@ impl TestApp {
                 api.kill().await;
             }
         }
-        let address = self.api_url.trim_start_matches("http://").to_owned();
+        let address = self.api_url.split_once("://").map_or("", |(_, a)| a).to_owned();
         self.set_env("GENGATE__API__LISTEN", &address);
         let ops = self.ops_url.trim_start_matches("http://").to_owned();
         self.set_env("GENGATE__API__OPS_LISTEN", &ops);

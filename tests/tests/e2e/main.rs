@@ -22,3 +22,4 @@ mod serial;
 mod settlement;
 mod simulator;
 mod submit;
+mod tls;
