@@ -15,6 +15,7 @@ pub mod generation;
 pub mod group_commit;
 pub mod ids;
 pub mod kling_compat;
+pub mod kling_task;
 pub mod ledger;
 pub mod names;
 pub mod outbox;

@@ -1067,8 +1067,8 @@ fn webhook_delivery_example() -> Value {
     json!({
         "id": "msg_0192f0c46a8e7cc19d4e1f2a3b4c5d6f",
         "generation_id": "0192f0c4-6a8e-7cc1-9d4e-1f2a3b4c5d6e", "event": "generation.completed",
-        "url": "https://client.example.com/hooks/gengate", "endpoint_id": null,
-        "status": "delivered", "attempts": 2, "next_attempt_at": null, "last_error": null,
+        "url": "https://client.example.com/hooks/gengate", "format": "standard",
+        "endpoint_id": null, "status": "delivered", "attempts": 2, "next_attempt_at": null, "last_error": null,
         "created_at": "2026-11-01T12:01:30Z", "finished_at": "2026-11-01T12:01:36Z",
         "attempt_log": [
             {"attempt": 1, "started_at": "2026-11-01T12:01:30.104Z", "status_code": 503,
@@ -1200,6 +1200,10 @@ pub struct WebhookDelivery {
     /// Where it goes.
     #[schema(format = Uri)]
     pub url: String,
+    /// The body's shape: `standard` (Standard Webhooks' payload), or `kling` (the Kling task
+    /// object, for a Kling request's `callback_url`).
+    #[schema(pattern = "^(standard|kling)$", example = "standard")]
+    pub format: String,
     /// The default endpoint it goes to (`null`: the URL its request named).
     #[schema(required = true)]
     pub endpoint_id: Option<Uuid>,

@@ -23,8 +23,8 @@ use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::Event;
 use super::signing::webhook_id;
+use super::{Event, Format};
 use crate::generation::store;
 use crate::ids::{GenerationId, UserId};
 use crate::storage::{Storage, StorageError};
@@ -77,6 +77,10 @@ pub enum OpenError {
     Storage(#[from] StorageError),
 }
 
+/// An event's target as [`open`] resolves it: the owner, the URL, the default endpoint (`None`: the
+/// request's URL), whether it takes the event, and the body's shape.
+type Target = (UserId, Option<String>, Option<Uuid>, bool, String);
+
 /// The delivery `id` of `event` of `generation`: made now (its target resolved, its body written)
 /// if it does not exist yet. `None`: the event has nowhere to go any more (the endpoint was
 /// disabled or removed since, or takes other events), or the generation does not exist.
@@ -92,13 +96,16 @@ pub async fn open(
     }
     // The most specific target: the request's URL, else its key's endpoint, else its user's
     // (the same choice as `super::HAS_TARGET_SQL`).
-    let target: Option<(UserId, Option<String>, Option<Uuid>, bool)> = sqlx::query_as(
+    // The body's shape is the request's (a Kling `callback_url`'s is Kling's); an endpoint's is
+    // always the standard one.
+    let target: Option<Target> = sqlx::query_as(
         "SELECT g.user_id,
                 COALESCE(g.webhook_url, e.url),
                 CASE WHEN g.webhook_url IS NULL THEN e.id END,
                 CASE WHEN g.webhook_url IS NOT NULL
                      THEN g.webhook_events IS NULL OR $2 = ANY(g.webhook_events)
-                     ELSE e.events IS NULL OR $2 = ANY(e.events) END
+                     ELSE e.events IS NULL OR $2 = ANY(e.events) END,
+                CASE WHEN g.webhook_url IS NOT NULL THEN g.webhook_format ELSE 'standard' END
          FROM generations g
          LEFT JOIN LATERAL (
              SELECT e.id, e.url, e.events FROM webhook_endpoints e
@@ -111,19 +118,26 @@ pub async fn open(
     .bind(event.as_str())
     .fetch_optional(pool)
     .await?;
-    let Some((user, Some(url), endpoint, true)) = target else { return Ok(None) };
+    let Some((user, Some(url), endpoint, true, format)) = target else { return Ok(None) };
+    let format = Format::from_stored(&format);
     let Some(view) = store::view(pool, generation, Some(user)).await? else { return Ok(None) };
     let now = OffsetDateTime::now_utc();
     let view = view.with_links(storage, now.unix_timestamp()).await?;
     let timestamp =
         now.format(&time::format_description::well_known::Rfc3339).expect("a time formats");
-    // Standard Webhooks' payload: the event's type, when it happened, and the object.
-    let body = json!({"type": event.as_str(), "timestamp": timestamp, "data": view}).to_string();
+    let body = match format {
+        // Standard Webhooks' payload: the event's type, when it happened, and the object.
+        Format::Standard => {
+            json!({"type": event.as_str(), "timestamp": timestamp, "data": view}).to_string()
+        }
+        // Kling's callback: the bare task object, as a query answers its `data`.
+        Format::Kling => crate::kling_task::task(&view).to_string(),
+    };
     // A concurrent first delivery of the same message makes one row: the first one wins.
     sqlx::query(
         "INSERT INTO webhook_deliveries
-             (id, generation_id, user_id, endpoint_id, event, url, body, next_attempt_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now()) ON CONFLICT (id) DO NOTHING",
+             (id, generation_id, user_id, endpoint_id, event, url, body, format, next_attempt_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now()) ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
     .bind(generation)
@@ -132,6 +146,7 @@ pub async fn open(
     .bind(event.as_str())
     .bind(&url)
     .bind(&body)
+    .bind(format.as_str())
     .execute(pool)
     .await?;
     get_row(pool, id).await.map_err(Into::into)
@@ -441,6 +456,8 @@ pub struct DeliveryView {
     pub event: String,
     /// Where it goes.
     pub url: String,
+    /// The body's shape: `standard`, or `kling` (a Kling request's `callback_url`).
+    pub format: Format,
     /// The default endpoint it goes to (`None`: the URL the request named).
     pub endpoint_id: Option<Uuid>,
     /// How it stands.
@@ -468,6 +485,7 @@ struct ViewRow {
     generation_id: GenerationId,
     event: String,
     url: String,
+    format: String,
     endpoint_id: Option<Uuid>,
     status: DeliveryStatus,
     attempts: i32,
@@ -485,6 +503,7 @@ impl ViewRow {
             generation_id: self.generation_id,
             event: self.event,
             url: self.url,
+            format: Format::from_stored(&self.format),
             endpoint_id: self.endpoint_id,
             status: self.status,
             attempts: self.attempts,
@@ -499,7 +518,7 @@ impl ViewRow {
 
 /// The columns of a [`DeliveryView`], from `webhook_deliveries d`.
 const VIEW_COLUMNS: &str = "
-    d.id, d.generation_id, d.event, d.url, d.endpoint_id, d.status, d.attempts, d.next_attempt_at,
+    d.id, d.generation_id, d.event, d.url, d.format, d.endpoint_id, d.status, d.attempts, d.next_attempt_at,
     d.last_error, d.created_at, d.finished_at,
     (SELECT COALESCE(json_agg(json_build_object(
                 'attempt', a.attempt,

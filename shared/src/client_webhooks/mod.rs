@@ -61,13 +61,43 @@ impl Event {
     }
 }
 
-/// A request's own webhook: where its events go, and which (`None`: all).
+/// The shape of a delivery's body (`generations.webhook_format`, `webhook_deliveries.format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Standard Webhooks' payload: `{type, timestamp, data: <the generation object>}`.
+    #[default]
+    Standard,
+    /// Kling's callback: the bare Kling task object (`crate::kling_task::task`), for a Kling
+    /// request's `callback_url`.
+    Kling,
+}
+
+impl Format {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Standard => "standard",
+            Format::Kling => "kling",
+        }
+    }
+
+    /// Reads a stored name (anything unknown is the standard format).
+    pub fn from_stored(name: &str) -> Format {
+        if name == "kling" { Format::Kling } else { Format::Standard }
+    }
+}
+
+/// A request's own webhook: where its events go, and which (`None`: all), in which shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     /// The URL, in normal form.
     pub url: String,
     /// The events sent there; `None` for all.
     pub events: Option<Vec<Event>>,
+    /// The body's shape.
+    #[serde(default)]
+    pub format: Format,
 }
 
 impl Subscription {
@@ -119,7 +149,7 @@ pub fn subscription(
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(url.map(|url| Subscription { url, events }))
+    Ok(url.map(|url| Subscription { url, events, format: Format::Standard }))
 }
 
 /// Reads a list of event names (`None`: an item that is not a string), each once; what is wrong
@@ -158,6 +188,10 @@ pub fn request_hash(hash: [u8; 32], subscription: Option<&Subscription>) -> [u8;
     if let Some(events) = subscription.event_names() {
         digest.update(b"\0webhook_events\0");
         digest.update(events.join(",").as_bytes());
+    }
+    if subscription.format != Format::Standard {
+        digest.update(b"\0webhook_format\0");
+        digest.update(subscription.format.as_str().as_bytes());
     }
     digest.finalize().into()
 }
@@ -302,16 +336,23 @@ mod tests {
     fn the_request_hash_changes_with_the_webhook_and_only_then() {
         let base = [7u8; 32];
         assert_eq!(request_hash(base, None), base);
-        let a = Subscription { url: "https://a.example.com/".into(), events: None };
-        let b = Subscription { url: "https://b.example.com/".into(), events: None };
+        let a = Subscription {
+            url: "https://a.example.com/".into(),
+            events: None,
+            format: Format::Standard,
+        };
+        let b = Subscription { url: "https://b.example.com/".into(), ..a.clone() };
         let a_completed = Subscription { events: Some(vec![Event::Completed]), ..a.clone() };
+        let a_kling = Subscription { format: Format::Kling, ..a.clone() };
         let hashes = [
             request_hash(base, Some(&a)),
             request_hash(base, Some(&b)),
             request_hash(base, Some(&a_completed)),
+            request_hash(base, Some(&a_kling)),
         ];
         assert!(hashes.iter().all(|h| *h != base));
         assert_ne!(hashes[0], hashes[1]);
         assert_ne!(hashes[0], hashes[2]);
+        assert_ne!(hashes[0], hashes[3]);
     }
 }

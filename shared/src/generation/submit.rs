@@ -447,18 +447,18 @@ static INSERT_ROWS: LazyLock<String> = LazyLock::new(|| {
          INSERT INTO generations
              (id, user_id, api_key_id, status, type, sub_type, model, mode, provider, provider_model,
               billing, params, cost, price_version, webhook_token_hash, webhook_key_version,
-              idempotency_key, request_hash, deadline_at, webhook_url, webhook_events)
+              idempotency_key, request_hash, deadline_at, webhook_url, webhook_events, webhook_format)
          SELECT id, user_id, api_key_id, $4, type, sub_type, model, mode, provider, provider_model,
                 billing, params, cost, price_version, token_hash, key_version, idempotency_key,
                 request_hash, now() + make_interval(secs => deadline), hook_url,
-                string_to_array(hook_events, ',')
+                string_to_array(hook_events, ','), COALESCE(hook_format, 'standard')
          FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $5::text[], $6::text[], $7::text[],
                      $8::text[], $9::text[], $10::text[], $11::text[], $12::jsonb[], $13::bigint[],
                      $14::text[], $15::bytea[], $16::smallint[], $17::text[], $18::bytea[],
-                     $19::float8[], $24::text[], $25::text[])
+                     $19::float8[], $24::text[], $25::text[], $26::text[])
            AS r(id, user_id, api_key_id, type, sub_type, model, mode, provider, provider_model,
                 billing, params, cost, price_version, token_hash, key_version, idempotency_key,
-                request_hash, deadline, hook_url, hook_events)
+                request_hash, deadline, hook_url, hook_events, hook_format)
          RETURNING *),
          event AS (
              INSERT INTO generation_events (generation_id, from_status, to_status, cause, detail)
@@ -468,7 +468,7 @@ static INSERT_ROWS: LazyLock<String> = LazyLock::new(|| {
              SELECT * FROM UNNEST($21::uuid[], $22::text[], $23::jsonb[])),
          {book_ctes}
          SELECT {VIEW_COLUMNS}, {book_counts} FROM created g",
-        book_ctes = BookWrites::ctes(26),
+        book_ctes = BookWrites::ctes(27),
         book_counts = BookWrites::COUNTS
     )
 });
@@ -549,6 +549,11 @@ async fn insert_rows(
         .bind(
             rows.iter()
                 .map(|(r, _)| r.webhook.as_ref().and_then(|w| w.event_names()).map(|e| e.join(",")))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|(r, _)| r.webhook.as_ref().map(|w| w.format.as_str()))
                 .collect::<Vec<_>>(),
         );
     let created: Vec<Inserted> = book.bind(query).fetch_all(&mut **tx).await?;

@@ -1,7 +1,7 @@
 //! The Kling-compatible API (`/kling/v1/videos/…`), driven as a Kling client drives Kling: a JWT
 //! signed with a Kling key pair, each endpoint, polling to `succeed`, a failure, refused
 //! credentials and requests; every answer compared with Kling's documented format
-//! (`tests/fixtures/kling/<mode>.json`).
+//! (`tests/fixtures/kling/<mode>.json`); a `callback_url` told the task object when it ends.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use gengate_shared::providers::kling::token;
 use gengate_tests::harness::clock::unix_now;
 use gengate_tests::harness::eventually;
+use gengate_tests::harness::receiver::{Receiver, Reply};
 use gengate_tests::{TestApp, TestUser};
 use serde_json::{Value, json};
 
@@ -349,7 +350,7 @@ async fn unknown_models_bad_requests_and_insufficient_credits_change_nothing() {
         json!({"model_name": "kling-v1-6", "prompt": "a cat", "duration": "7"}),
         json!({"model_name": "kling-v1-6", "prompt": "a cat", "duration": 5.5}),
         json!({"model_name": "kling-v1-6", "prompt": "a cat", "cfg_scale": 3}),
-        json!({"model_name": "kling-v1-6", "prompt": "a cat", "callback_url": "https://x.example/cb"}),
+        json!({"model_name": "kling-v1-6", "prompt": "a cat", "callback_url": "ftp://x.example/cb"}),
         json!({"model_name": "kling-v1-6", "prompt": "a cat", "camera_control": {"type": "simple"}}),
         json!({"model_name": "kling-v1-6", "prompt": "a cat", "colour": "red"}),
         json!({"model_name": "kling-v1-6"}),
@@ -429,4 +430,134 @@ async fn concurrency_and_rate_limits_answer_klings_codes() {
     // One task, charged once.
     assert_eq!(app.balance(&client.user).await, 1000 - 42);
     assert!(!client.key_id.is_empty());
+}
+
+/// Compares a Kling callback's body with the task's query answer `data`, member by member. The
+/// video links alone may differ: the callback's were made when it was first sent, and the query
+/// answers gengate's own signed links once the files are archived.
+fn assert_callback_is_the_task(callback: &Value, task: &Value) {
+    let members = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<BTreeSet<_>>();
+    assert_eq!(members(callback), members(task), "{callback:#}\n{task:#}");
+    for member in members(task) {
+        if member == "task_result" {
+            let (ours, queried) = (&callback[&member]["videos"], &task[&member]["videos"]);
+            assert_eq!(members(&callback[&member]), BTreeSet::from(["videos".to_owned()]));
+            assert_eq!(ours.as_array().unwrap().len(), queried.as_array().unwrap().len());
+            for (a, b) in ours.as_array().unwrap().iter().zip(queried.as_array().unwrap()) {
+                assert_eq!(members(a), members(b), "{a} vs {b}");
+                assert_eq!((&a["id"], &a["duration"]), (&b["id"], &b["duration"]));
+                assert!(a["url"].as_str().unwrap().starts_with("http"), "{a}");
+            }
+        } else {
+            assert_eq!(callback[&member], task[&member], "{member}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_callback_url_gets_the_task_object_when_it_succeeds_retried_with_the_same_id() {
+    let app = TestApp::builder().workers(1).spawn().await;
+    let receiver = Receiver::scripted(vec![Reply::Status(500)]).await;
+    let client = kling_client(&app, 10_000).await;
+    let body = json!({"model_name": "kling-v1-6", "mode": "pro", "prompt": "a cat [[sim:ok]]",
+        "duration": "5", "external_task_id": "my-cb-0001", "callback_url": receiver.url("/cb")});
+    let (status, created) = create(&app, Some(&client.jwt()), "text2video", &body).await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["data"]["task_id"].as_str().unwrap().to_owned();
+    let path = format!("text2video/{id}");
+    let done = wait_for_task(&app, &client.jwt(), &path, "succeed").await;
+    // The 500, then the same delivery again after the schedule's first pause.
+    let received = receiver.wait_for(2, WAIT).await;
+    assert_eq!(received.len(), 2);
+    assert!(received.iter().all(|r| r.path == "/cb"));
+    assert!(received[0].id().starts_with("msg_"), "{:?}", received[0].headers);
+    assert_eq!(received[0].id(), received[1].id(), "one webhook-id");
+    assert_eq!(received[0].body, received[1].body, "the same bytes");
+    assert!(received[0].header("webhook-signature").starts_with("v1,"), "signed too");
+    assert_eq!(received[0].header("content-type"), "application/json");
+    let callback = received[0].json();
+    assert_eq!(callback["task_status"], "succeed", "{callback:#}");
+    assert_eq!(callback["task_info"], json!({"external_task_id": "my-cb-0001"}));
+    assert_callback_is_the_task(&callback, &done["data"]);
+    // What gengate itself accepts from Kling (its provider adapter) reads it as Kling's.
+    let update = gengate_shared::providers::kling::parse_callback(&received[0].body).unwrap();
+    assert_eq!(update.remote_task_id, id);
+    assert_eq!(update.external_id.as_deref(), Some("my-cb-0001"));
+    assert!(update.state.has_ended(), "{:?}", update.state);
+    assert_same_shape("callback", &fixture("text2video")["query"]["data"], &callback);
+    // Logged like any delivery; only the end is told (not the archive copy).
+    let logged = eventually("the callback delivered", WAIT, || async {
+        let response =
+            app.user_get(&client.user, &format!("/v1/generations/{id}/deliveries")).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        let data = body["data"].as_array().unwrap().clone();
+        (data.len() == 1 && data[0]["status"] == "delivered").then_some(data)
+    })
+    .await;
+    assert_eq!(logged[0]["event"], "generation.completed");
+    assert_eq!(logged[0]["format"], "kling");
+    assert_eq!(logged[0]["attempts"], 2);
+    assert_eq!(logged[0]["id"], received[0].id());
+    assert_eq!(logged[0]["attempt_log"][0]["status_code"], 500);
+    app.wait_for_archive(&id).await;
+    let response = app.user_get(&client.user, &format!("/v1/generations/{id}/deliveries")).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 1, "{body:#}");
+    assert_eq!(receiver.received().len(), 2);
+    app.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn a_failed_task_calls_back_failed() {
+    let app = TestApp::builder().workers(1).spawn().await;
+    let receiver = Receiver::start().await;
+    let client = kling_client(&app, 1000).await;
+    let body = json!({"model_name": "kling-v1-6", "mode": "pro", "prompt": "[[sim:fail]] a cat",
+        "callback_url": receiver.url("/failed")});
+    let (status, created) = create(&app, Some(&client.jwt()), "text2video", &body).await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["data"]["task_id"].as_str().unwrap();
+    let failed = wait_for_task(&app, &client.jwt(), &format!("text2video/{id}"), "failed").await;
+    let received = receiver.wait_for(1, WAIT).await;
+    assert_eq!(received.len(), 1);
+    let callback = received[0].json();
+    assert_eq!(callback["task_status"], "failed", "{callback:#}");
+    assert!(!callback["task_status_msg"].as_str().unwrap().is_empty(), "{callback:#}");
+    assert_eq!(callback["task_result"], json!({"videos": []}));
+    assert_callback_is_the_task(&callback, &failed["data"]);
+    assert_eq!(app.balance(&client.user).await, 1000);
+}
+
+#[tokio::test]
+async fn a_callback_url_the_address_rules_refuse_is_1201_and_creates_nothing() {
+    let app = TestApp::builder()
+        .env("GENGATE__CLIENT_WEBHOOKS__ALLOW_PRIVATE_ADDRESSES", "false")
+        .spawn()
+        .await;
+    let receiver = Receiver::start().await;
+    let client = kling_client(&app, 1000).await;
+    for url in [
+        receiver.url("/cb"),
+        "http://localhost:9/cb".to_owned(),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        "ftp://hooks.example.com/cb".to_owned(),
+        "not a url".to_owned(),
+    ] {
+        let body = json!({"model_name": "kling-v1-6", "mode": "pro", "prompt": "a cat",
+            "callback_url": url});
+        let answer = create(&app, Some(&client.jwt()), "text2video", &body).await;
+        assert_kling_error(&answer, 400, 1201);
+        let message = answer.1["message"].as_str().unwrap();
+        assert!(message.starts_with("callback_url: "), "{url}: {message}");
+    }
+    let created: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM generations WHERE user_id = $1::uuid")
+            .bind(&client.user.id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(created, 0);
+    assert_eq!(app.balance(&client.user).await, 1000);
+    assert!(receiver.received().is_empty());
 }

@@ -159,6 +159,7 @@ pub async fn show(settings: &Settings, id: &str, json: bool) -> anyhow::Result<(
     println!("  generation  {}", view.generation_id);
     println!("  event       {}", view.event);
     println!("  url         {}", view.url);
+    println!("  format      {}", view.format.as_str());
     match view.endpoint_id {
         Some(endpoint) => println!("  endpoint    {endpoint} (a default endpoint)"),
         None => println!("  endpoint    - (the URL the request named)"),

@@ -23,11 +23,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use gengate_shared::accounts::{self, Caller};
+use gengate_shared::client_webhooks;
 use gengate_shared::generation::Mode;
 use gengate_shared::generation::store::{self, GenerationView};
 use gengate_shared::generation::submit::{SubmitError, SubmitOutcome, SubmitRequest};
 use gengate_shared::ids::GenerationId;
 use gengate_shared::kling_compat::{self, JwtError};
+use gengate_shared::kling_task;
 use gengate_shared::ledger::LedgerError;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -273,7 +275,7 @@ fn submit_error(err: SubmitError, rid: &str) -> KlingError {
 #[allow(dead_code, reason = "documentation only: the body is read as JSON and translated")]
 #[schema(example = json!({"model_name": "kling-v1-6", "mode": "pro", "prompt": "a cat on a lawn",
     "negative_prompt": "blur", "cfg_scale": 0.5, "aspect_ratio": "16:9", "duration": "5",
-    "external_task_id": "order-42"}))]
+    "external_task_id": "order-42", "callback_url": "https://hooks.example.com/kling"}))]
 struct KlingTaskRequest {
     /// Kling's model name (default per endpoint: `kling-v1`; `kling-v1-6` for
     /// multi-image2video; `kling-video-o1` for omni-video); with `mode` it names a catalogue
@@ -295,7 +297,10 @@ struct KlingTaskRequest {
     image: Option<String>,
     /// multi-image2video: `[{"image": url}]`; omni-video: `[{"image_url": url}]`.
     image_list: Option<Vec<Value>>,
-    /// Not supported yet: must be empty.
+    /// Where to be told when the task ends (`succeed` or `failed`): gengate POSTs the task
+    /// object there, as a query answers its `data`, retried like any client webhook (and signed
+    /// with the Standard Webhooks headers, which a Kling client may ignore). The URL must pass the
+    /// client webhook address rules (`https`, public hosts); empty or absent: no callback.
     callback_url: Option<String>,
     /// Your own id of the task, unique among yours; the task can be queried by it. Sending the
     /// same request with the same id again answers the same task, not a new one.
@@ -382,6 +387,8 @@ struct KlingErrorAnswer {
 /// The body is Kling's for the endpoint; it is translated into a gengate submit (same
 /// validation, price, reservation and queue) and answered in Kling's shape, `task_status`
 /// `submitted`. Authenticate with a gengate API key or a Kling JWT (HS256, `iss` = access key).
+/// A `callback_url` is POSTed the task object (as a query answers its `data`) when the task
+/// becomes `succeed` or `failed`, delivered and retried as any client webhook.
 #[utoipa::path(
     post,
     path = "/kling/v1/videos/{mode}",
@@ -393,7 +400,8 @@ struct KlingErrorAnswer {
     request_body = KlingTaskRequest,
     responses(
         (status = OK, description = "Accepted: the task, `submitted`.", body = KlingTaskAnswer),
-        (status = BAD_REQUEST, description = "1200 not JSON; 1201 a bad field.", body = KlingErrorAnswer),
+        (status = BAD_REQUEST, description = "1200 not JSON; 1201 a bad field (a `callback_url` the \
+            address rules refuse included).", body = KlingErrorAnswer),
         (status = UNAUTHORIZED, description = "1001–1004 credentials.", body = KlingErrorAnswer),
         (status = NOT_FOUND, description = "1202 no such endpoint; 1203 unknown model.", body = KlingErrorAnswer),
         (status = TOO_MANY_REQUESTS, description = "1101 debt; 1102 insufficient credits; \
@@ -414,7 +422,12 @@ async fn create_task(
     let body: Value = serde_json::from_slice(&body).map_err(|err| {
         KlingError::new(StatusCode::BAD_REQUEST, 1200, format!("the body is not JSON: {err}"), &rid)
     })?;
-    let translated = match translate::translate(mode, &body, &ctx.settings.kling_compat) {
+    let translated = match translate::translate(
+        mode,
+        &body,
+        &ctx.settings.kling_compat,
+        &ctx.settings.client_webhooks,
+    ) {
         Ok(translated) => translated,
         Err(Refusal::Invalid(errors)) => return Err(KlingError::invalid(errors.join("; "), &rid)),
         Err(Refusal::UnknownModel(why)) => return Err(KlingError::not_found(why, &rid)),
@@ -429,20 +442,23 @@ async fn create_task(
             &rid,
         ));
     }
-    let submission = ctx.catalogue.validate(&translated.body).map_err(|errors| {
+    let mut submission = ctx.catalogue.validate(&translated.body).map_err(|errors| {
         let errors: Vec<String> = errors
             .iter()
             .map(|e| format!("{}: {}", translate::kling_field(mode, &e.field), e.message))
             .collect();
         KlingError::invalid(errors.join("; "), &rid)
     })?;
+    // The same `external_task_id` with another `callback_url` is another request.
+    submission.request_hash =
+        client_webhooks::request_hash(submission.request_hash, translated.callback.as_ref());
     let request = SubmitRequest {
         user_id: caller.user_id,
         api_key_id: Some(caller.api_key_id),
         submission,
         idempotency_key: translated.external_task_id.map(|id| format!("kling:{id}")),
         default_max_in_flight: ctx.settings.limits.default_max_in_flight,
-        webhook: None,
+        webhook: translated.callback,
     };
     let view = match ctx.submits.submit(request).await.map_err(|e| submit_error(e, &rid))? {
         SubmitOutcome::Created(view) => {
@@ -452,7 +468,7 @@ async fn create_task(
         }
         SubmitOutcome::Replayed(view) => view,
     };
-    Ok(success(&rid, translate::created_task(&view)))
+    Ok(success(&rid, kling_task::created_task(&view)))
 }
 
 /// Query a Kling task.
@@ -507,7 +523,7 @@ async fn query_task(
         .filter(|view| view.mode == mode)
         .ok_or_else(|| KlingError::not_found(format!("no {mode} task {task_id}"), &rid))?;
     let view = present(&ctx, view, &rid).await?;
-    Ok(success(&rid, translate::task(&view)))
+    Ok(success(&rid, kling_task::task(&view)))
 }
 
 async fn present(
@@ -597,7 +613,7 @@ async fn list_tasks(
             .await
             .map_err(|err| KlingError::database(err, &rid))?;
         if let Some(view) = view {
-            tasks.push(translate::task(&present(&ctx, view, &rid).await?));
+            tasks.push(kling_task::task(&present(&ctx, view, &rid).await?));
         }
     }
     Ok(success(&rid, Value::Array(tasks)))

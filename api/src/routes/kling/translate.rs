@@ -1,10 +1,11 @@
 //! A Kling task request, as Kling documents it, turned into the body of `POST /v1/generations`
-//! (which the catalogue then validates and prices like any other), and a generation turned into
-//! Kling's task object.
+//! (which the catalogue then validates and prices like any other). (A generation turned into
+//! Kling's task object is `gengate_shared::kling_task`: the worker's callbacks send it too.)
 
-use gengate_shared::config::KlingCompatSettings;
-use gengate_shared::generation::store::GenerationView;
-use gengate_shared::generation::{GenerationStatus, Mode};
+use gengate_shared::client_webhooks::{self, Event, Format, Subscription};
+use gengate_shared::config::{ClientWebhookSettings, KlingCompatSettings};
+use gengate_shared::generation::Mode;
+use gengate_shared::kling_task::EXTERNAL_ID_METADATA;
 use serde_json::{Map, Value, json};
 
 /// Fields every video endpoint takes.
@@ -21,8 +22,6 @@ const COMMON_FIELDS: &[&str] = &[
 ];
 /// Longest `external_task_id` (it becomes the generation's idempotency key, `kling:<id>`).
 const MAX_EXTERNAL_ID_LEN: usize = 200;
-/// Where the external task id is kept on the generation (its client metadata).
-pub(super) const EXTERNAL_ID_METADATA: &str = "kling_external_task_id";
 
 /// The video endpoints, by the last segment of their path.
 pub(super) fn video_mode(endpoint: &str) -> Option<Mode> {
@@ -73,7 +72,13 @@ pub(super) struct Translated {
     pub(super) body: Value,
     /// The client's `external_task_id`.
     pub(super) external_task_id: Option<String>,
+    /// The client's `callback_url`, as the generation's webhook (Kling-shaped, [`KLING_EVENTS`]).
+    pub(super) callback: Option<Subscription>,
 }
+
+/// What a `callback_url` is told: a task's end (Kling's `succeed`, or `failed` for a failure or
+/// a cancellation). Kling also calls back on `submitted` and `processing`; gengate does not.
+const KLING_EVENTS: [Event; 3] = [Event::Completed, Event::Failed, Event::Canceled];
 
 fn text<'a>(
     body: &'a Map<String, Value>,
@@ -106,6 +111,7 @@ pub(super) fn translate(
     mode: Mode,
     body: &Value,
     settings: &KlingCompatSettings,
+    hooks: &ClientWebhookSettings,
 ) -> Result<Translated, Refusal> {
     let Some(body) = body.as_object() else {
         return Err(Refusal::Invalid(vec!["body: must be a JSON object".into()]));
@@ -128,7 +134,6 @@ pub(super) fn translate(
             errors.push(format!("{field}: {why}"));
         }
     };
-    unsupported("callback_url", &mut errors, "callbacks are not supported yet; poll the task");
     unsupported("camera_control", &mut errors, "not supported by gengate's models");
     unsupported("image_tail", &mut errors, "an end frame is not supported");
     unsupported("static_mask", &mut errors, "motion brushes are not supported");
@@ -162,6 +167,21 @@ pub(super) fn translate(
             }
         },
     };
+    // The same rules as any client webhook (checked again, by address, before every attempt).
+    let callback =
+        text(body, "callback_url", &mut errors).filter(|url| !url.is_empty()).and_then(|url| {
+            match client_webhooks::address::check_url(url, hooks) {
+                Ok(url) => Some(Subscription {
+                    url: url.to_string(),
+                    events: Some(KLING_EVENTS.to_vec()),
+                    format: Format::Kling,
+                }),
+                Err(why) => {
+                    errors.push(format!("callback_url: {why}"));
+                    None
+                }
+            }
+        });
     let external_task_id = text(body, "external_task_id", &mut errors).filter(|id| !id.is_empty());
     if let Some(id) = external_task_id
         && (id.len() > MAX_EXTERNAL_ID_LEN || !id.bytes().all(|b| (0x21..0x7f).contains(&b)))
@@ -236,6 +256,7 @@ pub(super) fn translate(
     Ok(Translated {
         body: Value::Object(submit),
         external_task_id: external_task_id.map(str::to_owned),
+        callback,
     })
 }
 
@@ -249,75 +270,17 @@ pub(super) fn kling_field(mode: Mode, field: &str) -> String {
     }
 }
 
-fn millis(t: time::OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-/// Kling's `task_status` and `task_status_msg` for a generation.
-fn status(view: &GenerationView) -> (&'static str, String) {
-    match view.status {
-        GenerationStatus::Queued => ("submitted", String::new()),
-        GenerationStatus::Submitted => ("processing", String::new()),
-        GenerationStatus::Completed => ("succeed", String::new()),
-        GenerationStatus::Failed => (
-            "failed",
-            view.failure
-                .as_ref()
-                .map_or_else(String::new, |f| format!("{}: {}", f.code, f.message)),
-        ),
-        GenerationStatus::Canceled => ("failed", "canceled".to_owned()),
-    }
-}
-
-fn task_info(view: &GenerationView) -> Value {
-    match view.params.get("metadata").and_then(|m| m.get(EXTERNAL_ID_METADATA)) {
-        Some(id) => json!({"external_task_id": id}),
-        None => json!({}),
-    }
-}
-
-/// The task object of a create answer (Kling's: no result yet).
-pub(super) fn created_task(view: &GenerationView) -> Value {
-    json!({
-        "task_id": view.id.to_string(),
-        "task_status": status(view).0,
-        "task_info": task_info(view),
-        "created_at": millis(view.created_at),
-        "updated_at": millis(view.updated_at),
-    })
-}
-
-/// The task object of a query answer.
-pub(super) fn task(view: &GenerationView) -> Value {
-    let (task_status, message) = status(view);
-    let videos: Vec<Value> = view
-        .result
-        .iter()
-        .flat_map(|r| r.videos.iter())
-        .enumerate()
-        .map(|(i, video)| {
-            let duration = video
-                .duration
-                .map(|d| d.to_string())
-                .or_else(|| view.params.get("duration").map(|d| d.to_string()))
-                .unwrap_or_default();
-            json!({"id": format!("{}-{i}", view.id), "url": video.file.url, "duration": duration})
-        })
-        .collect();
-    json!({
-        "task_id": view.id.to_string(),
-        "task_status": task_status,
-        "task_status_msg": message,
-        "task_info": task_info(view),
-        "task_result": {"videos": videos},
-        "created_at": millis(view.created_at),
-        "updated_at": millis(view.updated_at),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hooks() -> ClientWebhookSettings {
+        let settings = gengate_shared::config::Settings::load_from(None, Some(Default::default()));
+        let mut hooks = settings.unwrap().client_webhooks;
+        hooks.allow_http = false;
+        hooks.allow_private_addresses = false;
+        hooks
+    }
 
     fn settings() -> KlingCompatSettings {
         let mut settings = KlingCompatSettings::default();
@@ -331,7 +294,7 @@ mod tests {
         let body = json!({"model_name": "kling-v1-6", "mode": "pro", "prompt": "a cat",
             "negative_prompt": "blur", "cfg_scale": 0.5, "aspect_ratio": "16:9", "duration": "10",
             "external_task_id": "order-1", "callback_url": ""});
-        let t = translate(Mode::Text2Video, &body, &settings()).unwrap();
+        let t = translate(Mode::Text2Video, &body, &settings(), &hooks()).unwrap();
         assert_eq!(
             t.body,
             json!({"model": "kling-v1-6-pro", "mode": "text2video", "prompt": "a cat",
@@ -339,21 +302,52 @@ mod tests {
                 "metadata": {"kling_external_task_id": "order-1"}})
         );
         assert_eq!(t.external_task_id.as_deref(), Some("order-1"));
+        assert_eq!(t.callback, None, "an empty callback_url is none");
 
         let body = json!({"model_name": "kling-video-o1", "prompt": "a cat",
             "image_list": [{"image_url": "https://i/1.png"}]});
-        let t = translate(Mode::OmniVideo, &body, &settings()).unwrap();
+        let t = translate(Mode::OmniVideo, &body, &settings(), &hooks()).unwrap();
         assert_eq!(t.body["image_urls"], json!(["https://i/1.png"]));
         assert_eq!(t.body["model"], "kling-video-o1");
     }
 
     #[test]
+    fn a_callback_url_becomes_a_kling_shaped_webhook_under_the_address_rules() {
+        let body = json!({"model_name": "kling-v1-6", "mode": "pro", "prompt": "a cat",
+            "callback_url": "https://hooks.example.com/kling"});
+        let t = translate(Mode::Text2Video, &body, &settings(), &hooks()).unwrap();
+        assert_eq!(
+            t.callback,
+            Some(Subscription {
+                url: "https://hooks.example.com/kling".into(),
+                events: Some(vec![Event::Completed, Event::Failed, Event::Canceled]),
+                format: Format::Kling,
+            })
+        );
+        assert!(t.body.get("callback_url").is_none(), "not a submit field");
+        for url in ["http://hooks.example.com/x", "https://10.0.0.1/x", "https://localhost/x", "x"]
+        {
+            let body = json!({"model_name": "kling-v1-6", "mode": "pro", "prompt": "a cat",
+                "callback_url": url});
+            let Err(Refusal::Invalid(errors)) =
+                translate(Mode::Text2Video, &body, &settings(), &hooks())
+            else {
+                panic!("{url} refused")
+            };
+            assert!(errors.iter().all(|e| e.starts_with("callback_url: ")), "{url}: {errors:?}");
+        }
+    }
+
+    #[test]
     fn bad_fields_and_unknown_models_are_refused() {
-        let unknown = translate(Mode::Text2Video, &json!({"prompt": "a cat"}), &settings());
+        let unknown =
+            translate(Mode::Text2Video, &json!({"prompt": "a cat"}), &settings(), &hooks());
         assert!(matches!(unknown, Err(Refusal::UnknownModel(m)) if m.contains("kling-v1 ")));
         let body = json!({"model_name": "kling-v1-6", "mode": "ultra", "duration": "five",
-            "cfg_scale": 2, "image": "aGVsbG8=", "callback_url": "https://x", "colour": 1});
-        let Err(Refusal::Invalid(errors)) = translate(Mode::Text2Video, &body, &settings()) else {
+            "cfg_scale": 2, "image": "aGVsbG8=", "callback_url": "ftp://hooks.example.com/x", "colour": 1});
+        let Err(Refusal::Invalid(errors)) =
+            translate(Mode::Text2Video, &body, &settings(), &hooks())
+        else {
             panic!("refused")
         };
         for field in ["mode", "duration", "cfg_scale", "image", "callback_url", "colour"] {
@@ -361,7 +355,9 @@ mod tests {
         }
         let body = json!({"model_name": "kling-v1-6", "mode": "pro",
             "image": "aGVsbG8=", "external_task_id": "with space"});
-        let Err(Refusal::Invalid(errors)) = translate(Mode::Image2Video, &body, &settings()) else {
+        let Err(Refusal::Invalid(errors)) =
+            translate(Mode::Image2Video, &body, &settings(), &hooks())
+        else {
             panic!("refused")
         };
         assert_eq!(errors.len(), 2, "{errors:?}");
