@@ -296,6 +296,29 @@ impl TestApp {
         (api, url)
     }
 
+    /// Starts one more API process with `settings` on top of this stack's, expecting it to refuse
+    /// to start: asserts it exits unsuccessfully within 30 s, and returns what it wrote to stderr.
+    pub async fn api_refusing_to_start(&self, settings: &[(&str, &str)]) -> String {
+        let mut env = self.env.clone();
+        env.insert("GENGATE__API__LISTEN".to_owned(), "127.0.0.1:0".to_owned());
+        env.insert("GENGATE__API__OPS_LISTEN".to_owned(), "127.0.0.1:0".to_owned());
+        env.extend(settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let output = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new(binary("gengate-api"))
+                .arg("serve")
+                .env_clear()
+                .envs(&env)
+                .output(),
+        )
+        .await
+        .expect("the API exits at once")
+        .expect("run gengate-api");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "started with {settings:?}: {stderr}");
+        stderr
+    }
+
     /// Kills the API (SIGKILL) and starts it again on the same address, so callback URLs stay valid.
     pub async fn restart_api(&mut self, graceful: bool) {
         if let Some(api) = self.api.as_mut() {

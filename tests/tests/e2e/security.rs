@@ -30,7 +30,6 @@ use gengate_shared::generation::failure::outside_text;
 use gengate_sim::{DIRTY_FAILURE_MESSAGE, FAILURE_MESSAGE, Outcome, SimConfig};
 use gengate_tests::harness::audit::events;
 use gengate_tests::harness::eventually;
-use gengate_tests::harness::process::binary;
 use gengate_tests::requests::{KLING_COST, SORA_COST, kling, sora};
 use gengate_tests::{ADMIN_TOKEN, INTERNAL_TOKEN, TestApp, TestUser};
 use reqwest::StatusCode;
@@ -530,23 +529,8 @@ async fn metrics_and_if_configured_the_admin_api_live_on_the_operations_listener
 async fn the_api_refuses_to_start_with_a_short_admin_or_internal_token() {
     let app = TestApp::spawn().await;
     for key in ["GENGATE__API__ADMIN_TOKEN", "GENGATE__API__INTERNAL_TOKEN"] {
-        let mut env = app.env().clone();
-        env.insert(key.to_owned(), "hunter2".to_owned());
-        env.insert("GENGATE__API__LISTEN".to_owned(), "127.0.0.1:0".to_owned());
-        env.insert("GENGATE__API__OPS_LISTEN".to_owned(), "127.0.0.1:0".to_owned());
-        let output = tokio::time::timeout(
-            WAIT,
-            tokio::process::Command::new(binary("gengate-api"))
-                .arg("serve")
-                .env_clear()
-                .envs(&env)
-                .output(),
-        )
-        .await
-        .expect("the API exits at once")
-        .unwrap();
-        assert!(!output.status.success(), "{key}: started with a 7-character token");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        // Refused: a 7-character token.
+        let stderr = app.api_refusing_to_start(&[(key, "hunter2")]).await;
         assert!(stderr.contains("at least 32 characters"), "{key}: {stderr}");
     }
 }

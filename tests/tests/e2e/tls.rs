@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use gengate_tests::TestApp;
 use gengate_tests::harness::eventually;
-use gengate_tests::harness::process::binary;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -145,23 +144,7 @@ async fn the_api_refuses_to_start_with_half_or_broken_tls_settings() {
         ),
     ];
     for (settings, expected) in cases {
-        let mut env = app.env().clone();
-        env.insert("GENGATE__API__LISTEN".to_owned(), "127.0.0.1:0".to_owned());
-        env.insert("GENGATE__API__OPS_LISTEN".to_owned(), "127.0.0.1:0".to_owned());
-        env.extend(settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let output = tokio::time::timeout(
-            WAIT,
-            tokio::process::Command::new(binary("gengate-api"))
-                .arg("serve")
-                .env_clear()
-                .envs(&env)
-                .output(),
-        )
-        .await
-        .expect("the API exits at once")
-        .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{settings:?}: started");
+        let stderr = app.api_refusing_to_start(settings).await;
         assert!(stderr.contains(expected), "{settings:?}: {stderr}");
     }
 }
