@@ -281,6 +281,52 @@ async fn a_task_the_provider_fails_is_failed_and_refunded() {
 }
 
 #[tokio::test]
+async fn kling_v1_5_is_served_by_its_catalogue_models_and_sent_upstream_as_kling_v1_5() {
+    let app = TestApp::builder().workers(1).spawn().await;
+    let client = kling_client(&app, 1000).await;
+    for (mode, model, price) in [("std", "kling-v1-5-std", 21), ("pro", "kling-v1-5-pro", 35)] {
+        // 5 s at 16:9: base price × 1.2, rounded up (17 → 21, 29 → 35).
+        let body = json!({"model_name": "kling-v1-5", "mode": mode, "prompt": "a cat"});
+        let (status, created) = create(&app, Some(&client.jwt()), "text2video", &body).await;
+        assert_eq!(status, 200, "{created}");
+        let id = created["data"]["task_id"].as_str().unwrap().to_owned();
+        wait_for_task(&app, &client.jwt(), &format!("text2video/{id}"), "succeed").await;
+        let generation: Value = app
+            .user_get(&client.user, &format!("/v1/generations/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!((&generation["model"], &generation["cost"]), (&json!(model), &json!(price)));
+    }
+    let sent: Vec<(Value, Value)> = app
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/videos/text2video")
+        .map(|r| {
+            let body = r.body.unwrap();
+            (body["model_name"].clone(), body["mode"].clone())
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [(json!("kling-v1-5"), json!("std")), (json!("kling-v1-5"), json!("pro"))],
+        "Kling's own names upstream"
+    );
+    // Kling 1.5 makes no multi-image videos: Kling's unknown-resource error, nothing charged.
+    let body = json!({"model_name": "kling-v1-5", "mode": "std", "prompt": "two cats",
+                      "image_list": [{"image": IMAGE}, {"image": IMAGE}]});
+    assert_kling_error(
+        &create(&app, Some(&client.jwt()), "multi-image2video", &body).await,
+        404,
+        1203,
+    );
+    assert_eq!(app.balance(&client.user).await, 1000 - 21 - 35);
+    app.assert_reconciled().await;
+}
+
+#[tokio::test]
 async fn bad_credentials_are_refused_with_klings_codes() {
     let app = TestApp::spawn().await;
     let client = kling_client(&app, 1000).await;
