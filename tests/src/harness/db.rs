@@ -55,6 +55,21 @@ impl TestDatabase {
         Self { name, url }
     }
 
+    /// Creates an unmigrated database with a unique name, loaded with `sql` (another system's
+    /// tables, e.g. a legacy database to import from).
+    pub async fn create_loaded(sql: &str) -> Self {
+        let name = format!("{TEST_PREFIX}{}", Uuid::now_v7().simple());
+        let mut admin = PgConnection::connect(&admin_url()).await.expect("connect to PostgreSQL");
+        run(&mut admin, format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap_or_else(|err| panic!("create test database {name}: {err}"));
+        let url = url_for(&name);
+        let mut loaded = PgConnection::connect(&url).await.expect("connect to the new database");
+        loaded.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))).await.expect("load it");
+        loaded.close().await.ok();
+        Self { name, url }
+    }
+
     /// The database's connection URL.
     pub fn url(&self) -> &str {
         &self.url

@@ -2,52 +2,13 @@
 //! database (`tests/fixtures/legacy_credits.sql`, a second database on the same server): imported,
 //! re-imported, rolled back, imported again, with every awkward case of the fixture.
 
-use gengate_tests::TestApp;
-use gengate_tests::harness::db::admin_url;
+use gengate_tests::{TestApp, TestDatabase};
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgPool};
 
-/// The legacy database of one test, dropped when the test ends.
-struct LegacyDb {
-    name: String,
-    url: String,
-}
-
-impl LegacyDb {
-    async fn create() -> Self {
-        let name = format!("gengate_t_legacy_{}", uuid::Uuid::now_v7().simple());
-        let admin = admin_url();
-        let mut conn = PgConnection::connect(&admin).await.expect("connect to PostgreSQL");
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .expect("create legacy database");
-        let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
-        let url = format!("{base}/{name}");
-        let mut legacy = PgConnection::connect(&url).await.expect("connect to legacy database");
-        sqlx::raw_sql(include_str!("../../fixtures/legacy_credits.sql"))
-            .execute(&mut legacy)
-            .await
-            .expect("load the legacy fixture");
-        legacy.close().await.ok();
-        Self { name, url }
-    }
-}
-
-impl Drop for LegacyDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url()).await.ok()?;
-                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                sqlx::raw_sql(AssertSqlSafe(drop)).execute(&mut admin).await.ok()
-            })
-        })
-        .join();
-    }
+/// The legacy database of one test (`tests/fixtures/legacy_credits.sql`), dropped when it ends.
+async fn legacy_db() -> TestDatabase {
+    TestDatabase::create_loaded(include_str!("../../fixtures/legacy_credits.sql")).await
 }
 
 /// Rows of every table an import writes, to prove what a command changed (or did not).
@@ -121,11 +82,11 @@ async fn reconcile_is_clean(app: &TestApp) {
 #[tokio::test]
 async fn legacy_credits_are_imported_reimported_rolled_back_and_imported_again() {
     let app = TestApp::spawn().await;
-    let legacy = LegacyDb::create().await;
-    let users_file = std::env::temp_dir().join(format!("{}.users", legacy.name));
+    let legacy = legacy_db().await;
+    let users_file = std::env::temp_dir().join(format!("{}.users", legacy.name()));
     std::fs::write(&users_file, "# the clean users\nu-alice\nu-bob\n\nu-erin\n").unwrap();
     let users_arg = users_file.to_str().unwrap();
-    let src = legacy.url.as_str();
+    let src = legacy.url();
     let before = footprint(&app.pool).await;
 
     // A dry run of everything reports the problems and writes nothing.
@@ -334,17 +295,17 @@ async fn legacy_credits_are_imported_reimported_rolled_back_and_imported_again()
 #[tokio::test]
 async fn bad_import_arguments_are_refused_and_change_nothing() {
     let app = TestApp::spawn().await;
-    let legacy = LegacyDb::create().await;
+    let legacy = legacy_db().await;
     let before = footprint(&app.pool).await;
 
-    let users_file = std::env::temp_dir().join(format!("{}.unknown", legacy.name));
+    let users_file = std::env::temp_dir().join(format!("{}.unknown", legacy.name()));
     std::fs::write(&users_file, "u-alice\nu-nobody\n").unwrap();
     let unknown = app
         .ctl(&[
             "import",
             "legacy-credits",
             "--source",
-            &legacy.url,
+            legacy.url(),
             "--users",
             users_file.to_str().unwrap(),
         ])
@@ -358,7 +319,7 @@ async fn bad_import_arguments_are_refused_and_change_nothing() {
             "import",
             "legacy-credits",
             "--source",
-            &legacy.url,
+            legacy.url(),
             "--users",
             "/nonexistent/users",
         ])
@@ -376,7 +337,7 @@ async fn bad_import_arguments_are_refused_and_change_nothing() {
     assert!(String::from_utf8_lossy(&not_legacy.stderr).contains("not a legacy credits database"));
 
     let zero =
-        app.ctl(&["import", "legacy-credits", "--source", &legacy.url, "--batch", "0"]).await;
+        app.ctl(&["import", "legacy-credits", "--source", legacy.url(), "--batch", "0"]).await;
     assert_eq!(zero.status.code(), Some(2));
 
     let unreachable = app
@@ -392,8 +353,8 @@ async fn bad_import_arguments_are_refused_and_change_nothing() {
 #[tokio::test]
 async fn an_interrupted_import_keeps_its_committed_batches_and_resumes() {
     let app = TestApp::spawn().await;
-    let legacy = LegacyDb::create().await;
-    let users_file = std::env::temp_dir().join(format!("{}.users", legacy.name));
+    let legacy = legacy_db().await;
+    let users_file = std::env::temp_dir().join(format!("{}.users", legacy.name()));
     std::fs::write(&users_file, "u-alice\nu-bob\nu-erin\n").unwrap();
     let users_arg = users_file.to_str().unwrap();
     let before = footprint(&app.pool).await;
@@ -408,7 +369,7 @@ async fn an_interrupted_import_keeps_its_committed_batches_and_resumes() {
     .execute(&app.pool)
     .await
     .unwrap();
-    let args = ["import", "legacy-credits", "--source", &legacy.url, "--users", users_arg];
+    let args = ["import", "legacy-credits", "--source", legacy.url(), "--users", users_arg];
     let failed = app.ctl(&[&args[..], &["--batch", "2", "--json"]].concat()).await;
     assert_eq!(failed.status.code(), Some(3), "{}", String::from_utf8_lossy(&failed.stdout));
     assert!(String::from_utf8_lossy(&failed.stderr).contains("injected failure at T05"));
@@ -457,4 +418,40 @@ async fn an_interrupted_import_keeps_its_committed_batches_and_resumes() {
     assert_eq!(after, before);
     reconcile_is_clean(&app).await;
     std::fs::remove_file(&users_file).ok();
+}
+
+#[tokio::test]
+async fn concurrent_imports_of_one_ledger_import_each_row_once() {
+    let app = TestApp::spawn().await;
+    let legacy = legacy_db().await;
+    let users_file = std::env::temp_dir().join(format!("{}.users", legacy.name()));
+    std::fs::write(&users_file, "u-alice\nu-bob\nu-erin\n").unwrap();
+    let args = [
+        "import",
+        "legacy-credits",
+        "--source",
+        legacy.url(),
+        "--users",
+        users_file.to_str().unwrap(),
+        "--batch",
+        "2",
+        "--json",
+    ];
+    // Three operators start the same import at once.
+    let outputs = futures_util::future::join_all((0..3).map(|_| app.ctl(&args))).await;
+    for out in &outputs {
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let imported: i64 = outputs.iter().map(|o| json_of(o)["rows_imported"].as_i64().unwrap()).sum();
+    assert_eq!(imported, 12, "every legacy row imported by exactly one of the runs");
+    let mapped: i64 = sqlx::query_scalar("SELECT count(*) FROM legacy_import_credits")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(mapped, 12);
+    assert_eq!(balance_of(&app.pool, "alice@legacy.test").await, 440);
+    assert_eq!(balance_of(&app.pool, "bob@legacy.test").await, 95);
+    assert_eq!(balance_of(&app.pool, "erin@legacy.test").await, 0);
+    reconcile_is_clean(&app).await;
+    std::fs::remove_file(users_file).ok();
 }
