@@ -321,6 +321,12 @@ pub struct ModelSettings {
     /// Most input images.
     #[serde(default)]
     pub max_images: usize,
+    /// Takes a last frame (`end_image_url`) in image2video (Kling's `image_tail`; Kling models only).
+    #[serde(default)]
+    pub end_frame: bool,
+    /// Takes a `camera_control` in text2video and image2video (Kling models only).
+    #[serde(default)]
+    pub camera_control: bool,
     /// The provider's usage units a 5-second clip takes, where the provider reports the usage it
     /// charged (Kling `final_unit_deduction`): a job reported at fewer units than expected is
     /// settled at the same fraction of its price (never above the price). Unset: settle at price.

@@ -70,6 +70,10 @@ pub fn task(view: &GenerationView) -> Value {
         "task_id": view.id.to_string(),
         "task_status": task_status,
         "task_status_msg": message,
+        // Kling's units are gengate's credits here: what the task costs the caller now (taken at
+        // submit for a prepaid model and returned if it fails; for a postpaid one, 0 until it
+        // succeeds).
+        "final_unit_deduction": view.charged.to_string(),
         "task_info": task_info(view),
         "task_result": {"videos": videos},
         "created_at": millis(view.created_at),

@@ -115,10 +115,12 @@ string_enum!(
 );
 string_enum!(
     /// A client webhook event.
-    WebhookEventType = "A client webhook event: `generation.completed`, `generation.failed`, \
-        `generation.canceled` (the generation reached that status) or `generation.archived` \
-        (its result files were copied into gengate's storage; each file's `archive_status` says \
-        how that went).",
+    WebhookEventType = "A client webhook event: `generation.processing` (the provider accepted \
+        the task and is working on it: the generation went from `queued` to `submitted`; sent \
+        only to a target whose event list names it), `generation.completed`, \
+        `generation.failed`, `generation.canceled` (the generation reached that status) or \
+        `generation.archived` (its result files were copied into gengate's storage; each file's \
+        `archive_status` says how that went).",
     Event::ALL.iter().map(|e| e.as_str())
 );
 string_enum!(
@@ -257,6 +259,12 @@ pub struct CreateGenerationRequest {
     /// Input images.
     #[schema(schema_with = image_urls)]
     pub image_urls: Option<Vec<String>>,
+    /// The video's last frame (`image2video`, models with `end_frame`): a URL under the same
+    /// rules as `image_urls`.
+    #[schema(format = Uri, max_length = 2048)]
+    pub end_image_url: Option<String>,
+    /// How the camera moves (`text2video` and `image2video`, models with `camera_control`).
+    pub camera_control: Option<CameraControl>,
     /// A prompt template (`anime_video`, `cinematic`, …; listed by `GET /v1/models`).
     pub sub_type: Option<String>,
     /// Any JSON object up to 4 KiB, stored and returned.
@@ -267,9 +275,49 @@ pub struct CreateGenerationRequest {
     /// characters.
     #[schema(format = Uri, max_length = 2048)]
     pub webhook_url: Option<String>,
-    /// The events sent to `webhook_url` (which it requires), each at most once. Default: all.
+    /// The events sent to `webhook_url` (which it requires), each at most once. Default: all but
+    /// `generation.processing` (sent only when named).
     #[schema(min_items = 1)]
     pub webhook_events: Option<BTreeSet<WebhookEventType>>,
+}
+
+/// A camera movement, in Kling's shape: `simple` moves along one axis as `config` says; the
+/// presets take no `config`.
+#[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"type": "simple", "config": {"zoom": 5}}))]
+pub struct CameraControl {
+    /// The movement.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^(simple|down_back|forward_up|right_turn_forward|left_turn_forward)$")]
+    pub kind: String,
+    /// For `simple` only: exactly one axis not zero; axes left out are 0.
+    #[schema(nullable = false)]
+    pub config: Option<CameraConfig>,
+}
+
+/// How far a `simple` camera movement goes along each axis (−10 to 10).
+#[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Sideways.
+    #[schema(nullable = false, minimum = -10, maximum = 10)]
+    pub horizontal: Option<f64>,
+    /// Up and down.
+    #[schema(nullable = false, minimum = -10, maximum = 10)]
+    pub vertical: Option<f64>,
+    /// Turning left and right.
+    #[schema(nullable = false, minimum = -10, maximum = 10)]
+    pub pan: Option<f64>,
+    /// Turning up and down.
+    #[schema(nullable = false, minimum = -10, maximum = 10)]
+    pub tilt: Option<f64>,
+    /// Rolling.
+    #[schema(nullable = false, minimum = -10, maximum = 10)]
+    pub roll: Option<f64>,
+    /// In and out.
+    #[schema(nullable = false, minimum = -10, maximum = 10)]
+    pub zoom: Option<f64>,
 }
 
 /// The body of `POST /admin/users`: every member is optional.
@@ -361,7 +409,8 @@ pub struct CreateWebhookEndpointRequest {
     /// `client_webhooks.allow_private_addresses`). Stored in normal form.
     #[schema(format = Uri, max_length = 2048)]
     pub url: String,
-    /// The events it receives, each at most once. Default: all.
+    /// The events it receives, each at most once. Default: all but `generation.processing` (sent
+    /// only when named).
     #[schema(min_items = 1)]
     pub events: Option<BTreeSet<WebhookEventType>>,
     /// Only this API key's requests (the key must be the user's). Default: every request of the
@@ -527,6 +576,12 @@ pub struct GenerationParams {
     /// Input images, in order.
     #[schema(nullable = false)]
     pub image_urls: Option<Vec<String>>,
+    /// The last frame, if the request gave one.
+    #[schema(nullable = false)]
+    pub end_image_url: Option<String>,
+    /// The camera movement, if the request gave one (a `simple` one with all six axes).
+    #[schema(nullable = false)]
+    pub camera_control: Option<CameraControl>,
     /// The prompt template.
     #[schema(nullable = false)]
     pub sub_type: Option<String>,
@@ -710,6 +765,7 @@ pub struct GenerationEvent {
               "billing": "prepaid", "base_price": 35, "modes": ["text2video", "image2video"],
               "durations": [5, 10], "aspect_ratios": ["16:9", "9:16", "1:1"], "qualities": {},
               "default_quality": null, "max_prompt_chars": 2500, "max_images": 1,
+              "end_frame": true, "camera_control": false,
               "default_prices": {"text2video": 42, "image2video": 47}}]
 }))]
 pub struct ModelCatalogue {
@@ -751,6 +807,10 @@ pub struct Model {
     pub max_prompt_chars: u64,
     /// The most input images.
     pub max_images: u64,
+    /// Takes a last frame (`end_image_url`) in `image2video`.
+    pub end_frame: bool,
+    /// Takes a `camera_control` in `text2video` and `image2video`.
+    pub camera_control: bool,
     /// The price of each mode at the defaults, in credits (`null`: no price at the defaults).
     pub default_prices: BTreeMap<String, Option<i64>>,
 }
@@ -1118,7 +1178,7 @@ pub struct WebhookEndpoint {
     /// Where deliveries go.
     #[schema(format = Uri)]
     pub url: String,
-    /// The events it receives (`null`: all).
+    /// The events it receives (`null`: all but `generation.processing`).
     #[schema(required = true, min_items = 1)]
     pub events: Option<BTreeSet<WebhookEventType>>,
     /// The operator's note.
@@ -1153,7 +1213,7 @@ pub struct WebhookEndpointCreated {
     /// Where deliveries go, in normal form.
     #[schema(format = Uri)]
     pub url: String,
-    /// The events it receives (`null`: all).
+    /// The events it receives (`null`: all but `generation.processing`).
     #[schema(required = true, min_items = 1)]
     pub events: Option<BTreeSet<WebhookEventType>>,
     /// The operator's note.

@@ -1,5 +1,6 @@
 //! The top-level `webhooks` of the document (OpenAPI 3.1): the requests gengate sends to a
-//! client's URL when a generation ends or its files are stored. utoipa has no model of them, so
+//! client's URL when a generation ends or its files are stored (and, when asked, when its provider
+//! starts on it). utoipa has no model of them, so
 //! they are written here as JSON and added to the document as it is finished.
 
 use gengate_shared::client_webhooks::Event;
@@ -8,6 +9,17 @@ use serde_json::{Value, json};
 /// What each event means, and the operation id it is documented under.
 fn about(event: Event) -> (&'static str, &'static str, &'static str) {
     match event {
+        Event::Processing => (
+            "generationProcessingWebhook",
+            "A generation is being processed",
+            "Sent when the provider accepted a generation's task and is working on it (its status \
+             goes from `queued` to `submitted`; the Kling-compatible API calls this `processing`). \
+             Only sent to a target whose event list names it (`webhook_events`, an endpoint's \
+             `events`): a target without a list receives every other event, not this one. \
+             Deliveries are not ordered: this one may arrive after the generation's end, and \
+             `data` is the generation as it was at the first attempt, so it may already show \
+             the end.",
+        ),
         Event::Completed => (
             "generationCompletedWebhook",
             "A generation completed",
@@ -122,6 +134,13 @@ fn example(event: Event) -> Value {
             generation["charged"] = json!(0);
             generation["progress"] = Value::Null;
             generation["result"] = Value::Null;
+        }
+        Event::Processing => {
+            generation["status"] = json!("submitted");
+            generation["progress"] = Value::Null;
+            generation["result"] = Value::Null;
+            generation["updated_at"] = json!("2026-11-01T12:00:02Z");
+            generation["completed_at"] = Value::Null;
         }
         Event::Completed | Event::Archived => {}
     }

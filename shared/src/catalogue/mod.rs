@@ -55,6 +55,10 @@ pub struct Model {
     pub max_prompt_chars: usize,
     /// Most input images.
     pub max_images: usize,
+    /// Takes a last frame (`end_image_url`) in image2video.
+    pub end_frame: bool,
+    /// Takes a `camera_control` in text2video and image2video.
+    pub camera_control: bool,
     /// Time until an unfinished job fails and is refunded.
     #[serde(skip)]
     pub deadline: Duration,
@@ -199,6 +203,15 @@ impl Catalogue {
             if m.units_per_5s.is_some_and(|u| !(u.is_finite() && u > 0.0)) {
                 bad("units_per_5s must be positive".into());
             }
+            if m.end_frame
+                && !(provider == ProviderKind::Kling && modes.contains(&Mode::Image2Video))
+            {
+                bad("end_frame needs a Kling model offering image2video".into());
+            }
+            let moves = modes.iter().any(|m| matches!(m, Mode::Text2Video | Mode::Image2Video));
+            if m.camera_control && !(provider == ProviderKind::Kling && moves) {
+                bad("camera_control needs a Kling model offering text2video or image2video".into());
+            }
             if m.deadline_seconds == 0 {
                 bad("deadline_seconds must be positive".into());
             }
@@ -219,6 +232,8 @@ impl Catalogue {
                     default_quality: m.default_quality.clone(),
                     max_prompt_chars: m.max_prompt_chars,
                     max_images: m.max_images,
+                    end_frame: m.end_frame,
+                    camera_control: m.camera_control,
                     deadline: Duration::from_secs(m.deadline_seconds),
                     units_per_5s: m.units_per_5s,
                 },

@@ -93,6 +93,8 @@ mod tests {
             default_quality: None,
             max_prompt_chars: 100,
             max_images: 4,
+            end_frame: false,
+            camera_control: false,
             deadline: Duration::from_secs(60),
             units_per_5s: None,
         }

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{Catalogue, Model, price};
+use crate::generation::camera::CameraControl;
 use crate::generation::{GenerationParams, MediaType, Mode};
 use crate::validation::{self, FieldError, Text};
 
@@ -18,6 +19,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "aspect_ratio",
     "quality",
     "image_urls",
+    "end_image_url",
+    "camera_control",
     "sub_type",
     "metadata",
     // Read by `client_webhooks::subscription`, not by the catalogue.
@@ -63,6 +66,11 @@ struct NormalizedRequest<'a> {
     aspect_ratio: Option<&'a str>,
     quality: Option<&'a str>,
     image_urls: &'a [String],
+    // Left out when absent, so requests made before these existed keep their hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_image_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    camera_control: Option<&'a CameraControl>,
     sub_type: Option<&'a str>,
     metadata: &'a Value,
 }
@@ -84,6 +92,8 @@ pub fn normalized_request_hash(
         aspect_ratio: params.aspect_ratio.as_deref(),
         quality: params.quality.as_deref(),
         image_urls: &params.image_urls,
+        end_image_url: params.end_image_url.as_deref(),
+        camera_control: params.camera_control.as_ref(),
         sub_type: params.sub_type.as_deref(),
         metadata,
     };
@@ -236,6 +246,9 @@ impl Catalogue {
             None => string(body, "quality", &mut errors).map(str::to_owned),
         };
         let image_urls = image_urls(body, model, mode, self.allow_private_image_urls, &mut errors);
+        let end_image_url =
+            end_image_url(body, model, mode, self.allow_private_image_urls, &mut errors);
+        let camera_control = camera_control(body, model, mode, &mut errors);
 
         let metadata = match body.get("metadata") {
             None | Some(Value::Null) => Value::Object(Map::new()),
@@ -270,6 +283,8 @@ impl Catalogue {
             duration,
             aspect_ratio,
             image_urls,
+            end_image_url,
+            camera_control,
             quality,
             sub_type: sub_type.map(str::to_owned),
         };
@@ -394,6 +409,54 @@ fn image_urls(
         errors.add("image_urls", format!("{wanted}; got {count}"));
     }
     urls
+}
+
+/// `end_image_url`: the last frame of an image2video clip, for models with `end_frame`.
+fn end_image_url(
+    body: &Map<String, Value>,
+    model: Option<&Model>,
+    mode: Option<Mode>,
+    allow_private: bool,
+    errors: &mut Errors,
+) -> Option<String> {
+    let text = match body.get("end_image_url")? {
+        Value::String(text) => text,
+        _ => {
+            errors.add("end_image_url", "must be a string");
+            return None;
+        }
+    };
+    if let Err(why) = check_image_url(text, allow_private) {
+        errors.add("end_image_url", why);
+    }
+    if mode.is_some_and(|m| m != Mode::Image2Video) {
+        errors.add("end_image_url", "only image2video takes a last frame");
+    } else if model.is_some_and(|m| !m.end_frame) {
+        errors.add("end_image_url", "this model takes no last frame");
+    }
+    Some(text.clone())
+}
+
+/// `camera_control`: how the camera moves, for models with `camera_control`.
+fn camera_control(
+    body: &Map<String, Value>,
+    model: Option<&Model>,
+    mode: Option<Mode>,
+    errors: &mut Errors,
+) -> Option<CameraControl> {
+    let value = body.get("camera_control")?;
+    if mode.is_some_and(|m| !matches!(m, Mode::Text2Video | Mode::Image2Video)) {
+        errors.add("camera_control", "only text2video and image2video take a camera movement");
+    } else if model.is_some_and(|m| !m.camera_control) {
+        errors.add("camera_control", "this model takes no camera movement");
+    }
+    match CameraControl::parse(value, "camera_control") {
+        Ok(control) => Some(control),
+        Err(why) => {
+            errors.0.extend(why);
+            None
+        }
+    }
 }
 
 /// An input image must be an https URL in normal form, with a public host name and no
@@ -676,5 +739,64 @@ mod tests {
             .validate(&json!({"model": "sora-2", "mode": "text2video", "prompt": "a dog"}))
             .unwrap();
         assert_ne!(short.request_hash, other.request_hash);
+    }
+
+    #[test]
+    fn a_last_frame_and_a_camera_movement_only_where_the_model_and_mode_take_them() {
+        let c = catalogue();
+        let (first, last) = ("https://img.example.com/a.png", "https://img.example.com/b.png");
+        let ok = c
+            .validate(
+                &json!({"model": "kling-v1-pro", "mode": "image2video", "image_urls": [first],
+                "end_image_url": last, "camera_control": {"type": "simple", "config": {"pan": 3}}}),
+            )
+            .unwrap();
+        assert_eq!(ok.params.end_image_url.as_deref(), Some(last));
+        assert_eq!(ok.params.camera_control.as_ref().unwrap().kind, "simple");
+        let plain = c
+            .validate(
+                &json!({"model": "kling-v1-pro", "mode": "image2video", "image_urls": [first]}),
+            )
+            .unwrap();
+        assert_ne!(ok.request_hash, plain.request_hash, "a last frame makes another request");
+        assert_eq!(plain.params.end_image_url, None);
+
+        // kling-v1-std takes a camera movement but no last frame; sora-2 takes neither.
+        let cases = [
+            (
+                json!({"model": "kling-v1-std", "mode": "image2video", "image_urls": [first],
+                    "end_image_url": last}),
+                vec!["end_image_url"],
+            ),
+            (
+                json!({"model": "kling-v1-pro", "mode": "text2video", "prompt": "a cat",
+                    "end_image_url": last}),
+                vec!["end_image_url"],
+            ),
+            (
+                json!({"model": "kling-v1-pro", "mode": "image2video", "image_urls": [first],
+                    "end_image_url": "http://10.0.0.1/b.png"}),
+                vec!["end_image_url"],
+            ),
+            (
+                json!({"model": "sora-2", "mode": "text2video", "prompt": "a cat",
+                    "camera_control": {"type": "down_back"}}),
+                vec!["camera_control"],
+            ),
+            (
+                json!({"model": "kling-v1-std", "mode": "text2video", "prompt": "a cat",
+                    "camera_control": {"type": "simple", "config": {"pan": 3, "zoom": 2}}}),
+                vec!["camera_control.config"],
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(fields(c.validate(&body)), expected, "{body}");
+        }
+        // Kling's own preset, where it is taken.
+        assert!(
+            c.validate(&json!({"model": "kling-v1-std", "mode": "text2video", "prompt": "a cat",
+                "camera_control": {"type": "forward_up"}}))
+                .is_ok()
+        );
     }
 }

@@ -15,6 +15,7 @@
 //! due, changes nothing. A worker that dies mid-attempt leaves the lease to lapse, and the
 //! delivery, still due, is published again: it is sent again, with the same id.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -81,6 +82,26 @@ pub enum OpenError {
 /// request's URL), whether it takes the event, and the body's shape.
 type Target = (UserId, Option<String>, Option<Uuid>, bool, String);
 
+/// [`open`]'s target of event `$2` of generation `$1`.
+static OPEN_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT g.user_id,
+                COALESCE(g.webhook_url, e.url),
+                CASE WHEN g.webhook_url IS NULL THEN e.id END,
+                CASE WHEN g.webhook_url IS NOT NULL THEN {request} ELSE {endpoint} END,
+                CASE WHEN g.webhook_url IS NOT NULL THEN g.webhook_format ELSE 'standard' END
+         FROM generations g
+         LEFT JOIN LATERAL (
+             SELECT e.id, e.url, e.events FROM webhook_endpoints e
+             WHERE e.user_id = g.user_id AND e.disabled_at IS NULL
+               AND (e.api_key_id IS NULL OR e.api_key_id = g.api_key_id)
+             ORDER BY e.api_key_id NULLS LAST LIMIT 1) e ON true
+         WHERE g.id = $1",
+        request = super::takes_sql("g.webhook_events").replace("{event}", "$2::text"),
+        endpoint = super::takes_sql("e.events").replace("{event}", "$2::text"),
+    )
+});
+
 /// The delivery `id` of `event` of `generation`: made now (its target resolved, its body written)
 /// if it does not exist yet. `None`: the event has nowhere to go any more (the endpoint was
 /// disabled or removed since, or takes other events), or the generation does not exist.
@@ -95,29 +116,15 @@ pub async fn open(
         return Ok(Some(existing));
     }
     // The most specific target: the request's URL, else its key's endpoint, else its user's
-    // (the same choice as `super::HAS_TARGET_SQL`).
+    // (the same choice as `super::HAS_TARGET_SQL`, and the same events: a target without an event
+    // list does not take the opt-in ones, `generation.processing`).
     // The body's shape is the request's (a Kling `callback_url`'s is Kling's); an endpoint's is
     // always the standard one.
-    let target: Option<Target> = sqlx::query_as(
-        "SELECT g.user_id,
-                COALESCE(g.webhook_url, e.url),
-                CASE WHEN g.webhook_url IS NULL THEN e.id END,
-                CASE WHEN g.webhook_url IS NOT NULL
-                     THEN g.webhook_events IS NULL OR $2 = ANY(g.webhook_events)
-                     ELSE e.events IS NULL OR $2 = ANY(e.events) END,
-                CASE WHEN g.webhook_url IS NOT NULL THEN g.webhook_format ELSE 'standard' END
-         FROM generations g
-         LEFT JOIN LATERAL (
-             SELECT e.id, e.url, e.events FROM webhook_endpoints e
-             WHERE e.user_id = g.user_id AND e.disabled_at IS NULL
-               AND (e.api_key_id IS NULL OR e.api_key_id = g.api_key_id)
-             ORDER BY e.api_key_id NULLS LAST LIMIT 1) e ON true
-         WHERE g.id = $1",
-    )
-    .bind(generation)
-    .bind(event.as_str())
-    .fetch_optional(pool)
-    .await?;
+    let target: Option<Target> = sqlx::query_as(sqlx::AssertSqlSafe(OPEN_SQL.as_str()))
+        .bind(generation)
+        .bind(event.as_str())
+        .fetch_optional(pool)
+        .await?;
     let Some((user, Some(url), endpoint, true, format)) = target else { return Ok(None) };
     let format = Format::from_stored(&format);
     let Some(view) = store::view(pool, generation, Some(user)).await? else { return Ok(None) };
@@ -125,6 +132,9 @@ pub async fn open(
     let view = view.with_links(storage, now.unix_timestamp()).await?;
     let timestamp =
         now.format(&time::format_description::well_known::Rfc3339).expect("a time formats");
+    // The generation as it is now: a delivery made late (they are not ordered; a
+    // `generation.processing` message may be handled after the generation ended) shows the
+    // status it has by then, and its client reads `data.status` and `data.updated_at`.
     let body = match format {
         // Standard Webhooks' payload: the event's type, when it happened, and the object.
         Format::Standard => {

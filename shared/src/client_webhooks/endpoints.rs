@@ -27,7 +27,7 @@ pub struct Endpoint {
     pub api_key_id: Option<ApiKeyId>,
     /// Where deliveries go.
     pub url: String,
-    /// The events it receives; `None`: all.
+    /// The events it receives; `None`: all but the opt-in ones (`Event::OPT_IN`).
     pub events: Option<Vec<String>>,
     /// The operator's note.
     pub description: Option<String>,
@@ -57,7 +57,7 @@ pub struct NewEndpoint {
     pub api_key_id: Option<ApiKeyId>,
     /// Where deliveries go (checked by [`super::address::check_url`]).
     pub url: String,
-    /// The events it receives; `None`: all.
+    /// The events it receives; `None`: all but the opt-in ones (`Event::OPT_IN`).
     pub events: Option<Vec<Event>>,
     /// The operator's note.
     pub description: Option<String>,

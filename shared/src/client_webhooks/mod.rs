@@ -1,15 +1,19 @@
-//! Webhooks to clients: when a generation ends (and when its files are stored), gengate POSTs the
-//! generation object to the client's URL, signed as the Standard Webhooks specification says
+//! Webhooks to clients: when a generation ends (and when its files are stored), and, for a client
+//! that asks, when the provider starts working on it, gengate POSTs the generation object to the
+//! client's URL, signed as the Standard Webhooks specification says
 //! (<https://www.standardwebhooks.com>), so that the client libraries that verify those verify
 //! ours.
 //!
 //! - A client names a URL with its request (`webhook_url`, optionally `webhook_events`), or an
 //!   operator registers a default endpoint for a user or one of its API keys ([`endpoints`]). The
 //!   most specific target receives: the request's URL, else its key's endpoint, else its user's.
-//! - The transition that ends a generation writes a `notify.generation` message to the outbox in
-//!   its own statement ([`crate::generation::transitions`]), so a final status is never without
-//!   its notification; a worker turns the message into a delivery ([`deliveries`]) whose id is
-//!   the `webhook-id` header and whose body is fixed at the first attempt.
+//! - The transition that ends a generation (or submits it, for `generation.processing`) writes a
+//!   `notify.generation` message to the outbox in its own statement
+//!   ([`crate::generation::transitions`]), so a final status is never without its notification; a
+//!   worker turns the message into a delivery ([`deliveries`]) whose id is the `webhook-id` header
+//!   and whose body is fixed at the first attempt.
+//! - A target without an event list takes every event but the opt-in ones ([`Event::OPT_IN`]:
+//!   `generation.processing`), so clients that never asked for them are never sent them.
 //! - Deliveries are sent at least once: a worker leases the delivery while it sends, and a retry
 //!   (or a delivery whose worker died) is due again at a time kept in the database, which the
 //!   workers' scheduler publishes.
@@ -21,6 +25,8 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod secrets;
 pub mod signing;
+
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -37,6 +43,10 @@ use crate::validation::FieldError;
 named_enum! {
     /// What a client is told about.
     pub enum Event ("webhook event") {
+        /// The provider accepted the generation's task and is working on it (`queued →
+        /// submitted`; Kling's `processing`). Opt-in: only a target whose event list names it
+        /// receives it. Deliveries are not ordered: it may arrive after the generation's end.
+        Processing = "generation.processing",
         /// The generation completed: its result is in the payload.
         Completed = "generation.completed",
         /// The generation failed (its credits were returned); a late success may still follow.
@@ -50,13 +60,30 @@ named_enum! {
 }
 
 impl Event {
-    /// The event a transition to `status` makes, if any.
+    /// The events a target receives only when its event list names them: a target without a list
+    /// (`None`, `NULL`) receives every other event. [`HAS_TARGET_SQL`] and [`deliveries::open`]
+    /// read this list into SQL ([`takes_sql`]).
+    pub const OPT_IN: [Event; 1] = [Event::Processing];
+
+    /// The event a transition to `status` makes, if any (the only transition to `submitted` is
+    /// `queued → submitted`).
     pub fn on_status(status: GenerationStatus) -> Option<Event> {
         match status {
+            GenerationStatus::Submitted => Some(Event::Processing),
             GenerationStatus::Completed => Some(Event::Completed),
             GenerationStatus::Failed => Some(Event::Failed),
             GenerationStatus::Canceled => Some(Event::Canceled),
-            GenerationStatus::Queued | GenerationStatus::Submitted => None,
+            GenerationStatus::Queued => None,
+        }
+    }
+
+    /// Whether a target with the event list `events` (`None`: it has none) receives this event:
+    /// a list receives what it names; no list receives everything but [`Event::OPT_IN`]. (What
+    /// [`takes_sql`] says in SQL.)
+    pub fn taken_by(self, events: Option<&[Event]>) -> bool {
+        match events {
+            Some(events) => events.contains(&self),
+            None => !Event::OPT_IN.contains(&self),
         }
     }
 }
@@ -88,12 +115,13 @@ impl Format {
     }
 }
 
-/// A request's own webhook: where its events go, and which (`None`: all), in which shape.
+/// A request's own webhook: where its events go, and which (`None`: all but [`Event::OPT_IN`]), in
+/// which shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     /// The URL, in normal form.
     pub url: String,
-    /// The events sent there; `None` for all.
+    /// The events sent there; `None` for all but [`Event::OPT_IN`].
     pub events: Option<Vec<Event>>,
     /// The body's shape.
     #[serde(default)]
@@ -185,7 +213,13 @@ pub fn request_hash(hash: [u8; 32], subscription: Option<&Subscription>) -> [u8;
     digest.update(hash);
     digest.update(b"\0webhook_url\0");
     digest.update(subscription.url.as_bytes());
-    if let Some(events) = subscription.event_names() {
+    if let Some(mut events) = subscription.event_names() {
+        // A Kling callback's events are the format's, not the client's: hashed as they were
+        // before it was told `processing` too, so a Kling create sent again with the same
+        // `external_task_id` across that upgrade still answers its task.
+        if subscription.format == Format::Kling {
+            events.retain(|name| *name != Event::Processing.as_str());
+        }
         digest.update(b"\0webhook_events\0");
         digest.update(events.join(",").as_bytes());
     }
@@ -196,18 +230,37 @@ pub fn request_hash(hash: [u8; 32], subscription: Option<&Subscription>) -> [u8;
     digest.finalize().into()
 }
 
-/// The condition, on a generation `g`, that its event `$event` has somewhere to go: the request's
+/// The condition that a target whose event list is `events` (a `text[]` expression, `NULL` when
+/// it has none) takes the event `{event}`: a list takes what it names; no list takes every event
+/// but the opt-in ones. [`Event::taken_by`] in SQL.
+pub fn takes_sql(events: &str) -> String {
+    let opt_in: Vec<String> = Event::OPT_IN.iter().map(|e| format!("'{}'", e.as_str())).collect();
+    format!(
+        "(CASE WHEN {events} IS NULL THEN {{event}} <> ALL(ARRAY[{opt_in}]::text[])
+               ELSE {{event}} = ANY({events}) END)",
+        opt_in = opt_in.join(", ")
+    )
+}
+
+/// The condition, on a generation `g`, that its event `{event}` has somewhere to go: the request's
 /// URL if it has one, else its API key's live endpoint, else its user's; and that target takes the
-/// event. (Resolved again when the delivery is made, by [`deliveries::open`], the same way.)
-pub const HAS_TARGET_SQL: &str = "
+/// event ([`takes_sql`]: a target without an event list does not take the opt-in ones). (Resolved
+/// again when the delivery is made, by [`deliveries::open`], the same way.)
+pub static HAS_TARGET_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "
     CASE WHEN g.webhook_url IS NOT NULL
-         THEN g.webhook_events IS NULL OR {event} = ANY(g.webhook_events)
-         ELSE COALESCE((SELECT e.events IS NULL OR {event} = ANY(e.events)
+         THEN {request}
+         ELSE COALESCE((SELECT {endpoint}
                         FROM webhook_endpoints e
                         WHERE e.user_id = g.user_id AND e.disabled_at IS NULL
                           AND (e.api_key_id IS NULL OR e.api_key_id = g.api_key_id)
                         ORDER BY e.api_key_id NULLS LAST LIMIT 1), false)
-    END";
+    END",
+        request = takes_sql("g.webhook_events"),
+        endpoint = takes_sql("e.events"),
+    )
+});
 
 /// Writes the `generation.archived` notification of a generation to the outbox if no file of it is
 /// still waiting to be copied and the event has somewhere to go; call in the transaction that
@@ -333,6 +386,40 @@ mod tests {
     }
 
     #[test]
+    fn submitting_makes_the_processing_event_and_every_end_its_own() {
+        use GenerationStatus::{Canceled, Completed, Failed, Queued, Submitted};
+        assert_eq!(Event::on_status(Queued), None);
+        assert_eq!(Event::on_status(Submitted), Some(Event::Processing));
+        assert_eq!(Event::on_status(Completed), Some(Event::Completed));
+        assert_eq!(Event::on_status(Failed), Some(Event::Failed));
+        assert_eq!(Event::on_status(Canceled), Some(Event::Canceled));
+        assert_eq!("generation.processing".parse::<Event>().unwrap(), Event::Processing);
+    }
+
+    #[test]
+    fn no_event_list_takes_every_event_but_processing_and_a_list_takes_what_it_names() {
+        for &event in Event::ALL {
+            assert_eq!(event.taken_by(None), event != Event::Processing, "{event}");
+        }
+        let ends = [Event::Completed, Event::Failed, Event::Canceled];
+        assert!(!Event::Processing.taken_by(Some(&ends)));
+        assert!(Event::Completed.taken_by(Some(&ends)));
+        assert!(!Event::Archived.taken_by(Some(&ends)));
+        let processing = [Event::Processing];
+        assert!(Event::Processing.taken_by(Some(&processing)));
+        assert!(!Event::Completed.taken_by(Some(&processing)));
+        // The SQL reads the same list, for both the request's list and an endpoint's.
+        let sql = takes_sql("x.events");
+        assert!(
+            sql.contains("x.events IS NULL THEN {event} <> ALL(ARRAY['generation.processing']")
+        );
+        assert!(sql.contains("ELSE {event} = ANY(x.events)"), "{sql}");
+        for list in ["g.webhook_events", "e.events"] {
+            assert!(HAS_TARGET_SQL.contains(&takes_sql(list)), "{list}: {}", *HAS_TARGET_SQL);
+        }
+    }
+
+    #[test]
     fn the_request_hash_changes_with_the_webhook_and_only_then() {
         let base = [7u8; 32];
         assert_eq!(request_hash(base, None), base);
@@ -354,5 +441,19 @@ mod tests {
         assert_ne!(hashes[0], hashes[1]);
         assert_ne!(hashes[0], hashes[2]);
         assert_ne!(hashes[0], hashes[3]);
+        // A standard request naming processing is another request; a Kling callback, which is
+        // told processing since an upgrade, hashes as it did before it.
+        let a_processing =
+            Subscription { events: Some(vec![Event::Processing, Event::Completed]), ..a.clone() };
+        assert_ne!(request_hash(base, Some(&a_processing)), hashes[2]);
+        let kling = |events: Vec<Event>| Subscription {
+            events: Some(events),
+            format: Format::Kling,
+            ..a.clone()
+        };
+        let before = kling(vec![Event::Completed, Event::Failed, Event::Canceled]);
+        let after =
+            kling(vec![Event::Processing, Event::Completed, Event::Failed, Event::Canceled]);
+        assert_eq!(request_hash(base, Some(&before)), request_hash(base, Some(&after)));
     }
 }

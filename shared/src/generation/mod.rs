@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod callback_token;
+pub mod camera;
 pub mod cancel;
 pub mod failure;
 pub mod job;
@@ -77,6 +78,12 @@ pub struct GenerationParams {
     /// Input images (https URLs), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_urls: Vec<String>,
+    /// The video's last frame (image2video, models with `end_frame`; Kling's `image_tail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_image_url: Option<String>,
+    /// How the camera moves (models with `camera_control`; Kling's shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_control: Option<camera::CameraControl>,
     /// A model's quality or resolution choice where it has one (`720p`, `1080p`, `standard`, `high`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<String>,

@@ -175,13 +175,15 @@ pub(super) struct ViewRow {
 
 /// The client's own request in a stored params snapshot: `(key shown, key stored)`. The rest (the
 /// prompt as the provider receives it, adapter options, expected usage) is gengate's business.
-const CLIENT_PARAMS: [(&str, &str); 8] = [
+const CLIENT_PARAMS: [(&str, &str); 10] = [
     ("prompt", "client_prompt"),
     ("negative_prompt", "client_negative_prompt"),
     ("duration", "duration"),
     ("aspect_ratio", "aspect_ratio"),
     ("quality", "quality"),
     ("image_urls", "image_urls"),
+    ("end_image_url", "end_image_url"),
+    ("camera_control", "camera_control"),
     ("sub_type", "sub_type"),
     ("metadata", "metadata"),
 ];

@@ -154,7 +154,8 @@ impl Transitioned {
 }
 
 /// The transition's statement: the conditional update, and the client's notification when the
-/// new status is final and the event has a target (`$10`: the message, `NULL` otherwise).
+/// new status makes an event ([`Event::on_status`]: a final status, or `submitted`) and the event
+/// has a target (`$10`: the message, `NULL` otherwise; `$13`: the event).
 static TRANSITION_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH current AS (SELECT id, status FROM generations WHERE id = $1 FOR UPDATE),
@@ -201,9 +202,10 @@ pub async fn transition(
         Some(PollChange::Start(after)) => (Some("start"), Some(after.as_secs_f64())),
         Some(PollChange::Stop) => (Some("stop"), None),
     };
-    // A final status tells the client, in the same statement (see `client_webhooks`): the
-    // message is written only when the event has somewhere to go, so a job without a webhook
-    // costs nothing more.
+    // A final status tells the client, in the same statement (see `client_webhooks`), and so does
+    // `submitted` (`generation.processing`) a client that asked for it: the message is written
+    // only when the event has somewhere to go (a target without an event list does not take the
+    // opt-in `generation.processing`), so a job without a webhook costs nothing more.
     let notify = Event::on_status(to).map(|event| {
         let payload = payloads::Notify { event, delivery: Uuid::now_v7() };
         (event, Envelope::of(id, &payload))

@@ -134,6 +134,9 @@ pub fn create_body(request: &TaskRequest) -> Result<Value, ProviderError> {
         body.insert("callback_url".into(), json!(request.callback_url));
     }
     body.insert("external_task_id".into(), json!(request.generation_id.to_string()));
+    if let Some(camera) = &params.camera_control {
+        body.insert("camera_control".into(), json!(camera));
+    }
 
     let images = &params.image_urls;
     match request.mode {
@@ -144,6 +147,9 @@ pub fn create_body(request: &TaskRequest) -> Result<Value, ProviderError> {
                 .first()
                 .ok_or_else(|| super::invalid_request("image2video needs an input image"))?;
             body.insert("image".into(), json!(image));
+            if let Some(tail) = &params.end_image_url {
+                body.insert("image_tail".into(), json!(tail));
+            }
         }
         Mode::MultiImage2Video => {
             if images.is_empty() || images.len() > MAX_MULTI_IMAGES {
@@ -331,6 +337,8 @@ mod tests {
                 duration: Some(5),
                 aspect_ratio: Some("16:9".to_owned()),
                 image_urls: images.iter().map(|s| s.to_string()).collect(),
+                end_image_url: None,
+                camera_control: None,
                 quality: None,
                 sub_type: None,
             },
@@ -382,6 +390,31 @@ mod tests {
             create_body(&without_image),
             Err(ProviderError::Permanent { code, .. }) if code == "invalid_request"
         ));
+    }
+
+    #[test]
+    fn an_end_frame_is_the_image_tail_and_a_camera_movement_passes_through() {
+        let camera = crate::generation::camera::CameraControl::parse(
+            &json!({"type": "simple", "config": {"zoom": -4}}),
+            "camera_control",
+        )
+        .unwrap();
+        let mut request = request(Mode::Image2Video, &["https://i/1.png"]);
+        request.params.end_image_url = Some("https://i/last.png".to_owned());
+        request.params.camera_control = Some(camera.clone());
+        let body = create_body(&request).unwrap();
+        assert_eq!(body["image"], "https://i/1.png");
+        assert_eq!(body["image_tail"], "https://i/last.png");
+        assert_eq!(
+            body["camera_control"],
+            json!({"type": "simple", "config": {"horizontal": 0.0, "vertical": 0.0, "pan": 0.0,
+                   "tilt": 0.0, "roll": 0.0, "zoom": -4.0}})
+        );
+        let mut text = self::request(Mode::Text2Video, &[]);
+        text.params.camera_control = Some(camera);
+        let body = create_body(&text).unwrap();
+        assert_eq!(body["camera_control"]["type"], "simple");
+        assert!(body.get("image_tail").is_none());
     }
 
     #[test]

@@ -77,6 +77,37 @@ impl Endpoint {
     }
 }
 
+/// Kling's rule for `camera_control`: a preset `type`, or `simple` with a `config` moving along
+/// exactly one of its six axes (each −10 to 10).
+fn camera_control_problem(body: &Value) -> Option<&'static str> {
+    let control = body.get("camera_control")?;
+    let presets = ["down_back", "forward_up", "right_turn_forward", "left_turn_forward"];
+    match control.get("type").and_then(Value::as_str) {
+        Some("simple") => {}
+        Some(preset) if presets.contains(&preset) => {
+            return control.get("config").is_some().then_some("only simple takes a config");
+        }
+        _ => return Some("camera_control.type is invalid"),
+    }
+    let Some(config) = control.get("config").and_then(Value::as_object) else {
+        return Some("camera_control.config is required for simple");
+    };
+    let axes = ["horizontal", "vertical", "pan", "tilt", "roll", "zoom"];
+    if config.keys().any(|k| !axes.contains(&k.as_str())) {
+        return Some("camera_control.config has an unknown axis");
+    }
+    let amounts: Option<Vec<f64>> = config.values().map(Value::as_f64).collect();
+    match amounts {
+        Some(amounts)
+            if amounts.iter().all(|a| a.abs() <= 10.0)
+                && amounts.iter().filter(|a| **a != 0.0).count() == 1 =>
+        {
+            None
+        }
+        _ => Some("camera_control.config must move along exactly one axis, -10 to 10"),
+    }
+}
+
 /// Why a create was refused.
 #[derive(Debug, Clone, Copy)]
 enum Refusal {
@@ -124,7 +155,8 @@ async fn create(
         Ok(request @ Value::Object(_)) => request,
         _ => return error(StatusCode::BAD_REQUEST, 1200, "the body must be a JSON object"),
     };
-    if let Some(problem) = kind.missing_input(&request) {
+    if let Some(problem) = kind.missing_input(&request).or_else(|| camera_control_problem(&request))
+    {
         return error(StatusCode::BAD_REQUEST, 1201, problem);
     }
     let field = |name| request.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());

@@ -1,7 +1,8 @@
 //! Webhooks to clients: a job's end is delivered to the URL its request named (or to a default
 //! endpoint), signed as Standard Webhooks says (checked by the specification's own verifier),
 //! retried with the same `webhook-id`, never sent to a private address unless allowed, stopped by
-//! 410, and delivered even when the worker sending it dies.
+//! 410, and delivered even when the worker sending it dies; its start (`generation.processing`)
+//! only to a request that names it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -115,6 +116,61 @@ async fn a_completion_is_delivered_once_signed_and_logged() {
     // Nobody else sees it.
     let response = app.user_get(&other, &format!("/v1/generations/{id}/deliveries")).await;
     assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn processing_is_told_only_to_a_request_that_names_it() {
+    let app = TestApp::builder().workers(1).spawn().await;
+    let receiver = Receiver::start().await;
+    let user = app.create_user(1_000).await;
+    let secret = secret_of(&app, &user).await;
+    // The tasks run 2 s: a processing delivery is made while its generation is `submitted`.
+    let mut named = job("a cat [[sim:ok]] [[sim:delay=2000]]", Some(&receiver.url("/named")));
+    named["webhook_events"] = json!(["generation.processing", "generation.completed"]);
+    let asked = app.submit_ok(&user, &named).await;
+    let unnamed = job("a dog [[sim:ok]] [[sim:delay=2000]]", Some(&receiver.url("/all")));
+    let not_asked = app.submit_ok(&user, &unnamed).await;
+
+    // Named: told that the provider took the task, then of its end.
+    app.wait_for_status(&user, &asked, "completed", WAIT).await;
+    let logged = settled_deliveries(&app, &user, &asked, 2).await;
+    let events: Vec<&str> = logged.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["generation.processing", "generation.completed"], "{logged:?}");
+    assert!(logged.iter().all(|d| d["status"] == "delivered" && d["format"] == "standard"));
+    let received = eventually("both deliveries of the named request", WAIT, || async {
+        let named: Vec<Received> =
+            receiver.received().into_iter().filter(|d| d.path == "/named").collect();
+        (named.len() >= 2).then_some(named)
+    })
+    .await;
+    assert_eq!(received.len(), 2, "each delivered once");
+    let processing = &received[0];
+    assert!(verifies(&secret, processing), "signed as every delivery is");
+    assert_eq!(processing.id(), logged[0]["id"]);
+    let payload = processing.json();
+    assert_eq!(payload["type"], "generation.processing", "{payload:#}");
+    assert!(payload["timestamp"].is_string());
+    assert_eq!(payload["data"]["id"], asked);
+    assert_eq!(payload["data"]["status"], "submitted", "{payload:#}");
+    assert!(payload["data"]["result"].is_null());
+    let completed = received[1].json();
+    assert_eq!(completed["type"], "generation.completed", "then the end: {completed:#}");
+    assert_eq!(completed["data"]["status"], "completed");
+    assert!(verifies(&secret, &received[1]));
+
+    // Not named (no event list: every event but processing): the end and the archive, never
+    // processing, which the transition to `submitted` did not even write.
+    app.wait_for_status(&user, &not_asked, "completed", WAIT).await;
+    app.wait_for_archive(&not_asked).await;
+    let logged = settled_deliveries(&app, &user, &not_asked, 2).await;
+    let events: Vec<&str> = logged.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["generation.completed", "generation.archived"], "{logged:?}");
+    let to_all: Vec<Received> =
+        receiver.received().into_iter().filter(|d| d.path == "/all").collect();
+    assert_eq!(
+        by_event(&to_all),
+        BTreeMap::from([("generation.archived".into(), 1), ("generation.completed".into(), 1)])
+    );
 }
 
 #[tokio::test]

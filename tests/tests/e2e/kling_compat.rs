@@ -1,7 +1,8 @@
 //! The Kling-compatible API (`/kling/v1/videos/…`), driven as a Kling client drives Kling: a JWT
 //! signed with a Kling key pair, each endpoint, polling to `succeed`, a failure, refused
 //! credentials and requests; every answer compared with Kling's documented format
-//! (`tests/fixtures/kling/<mode>.json`); a `callback_url` told the task object when it ends.
+//! (`tests/fixtures/kling/<mode>.json`); a `callback_url` told the task object when it is
+//! processing and when it ends.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -276,43 +277,105 @@ async fn a_task_the_provider_fails_is_failed_and_refunded() {
     assert_same_shape("answer", &documented["query"]["code"], &failed["code"]);
     assert!(!failed["data"]["task_status_msg"].as_str().unwrap().is_empty(), "{failed}");
     assert_eq!(failed["data"]["task_result"], json!({"videos": []}));
+    assert_eq!(failed["data"]["final_unit_deduction"], "0", "refunded: it costs nothing");
     assert_eq!(app.balance(&client.user).await, 1000);
     app.assert_reconciled().await;
 }
 
 #[tokio::test]
-async fn kling_v1_5_is_served_by_its_catalogue_models_and_sent_upstream_as_kling_v1_5() {
-    let app = TestApp::builder().workers(1).spawn().await;
-    let client = kling_client(&app, 1000).await;
-    for (mode, model, price) in [("std", "kling-v1-5-std", 21), ("pro", "kling-v1-5-pro", 35)] {
-        // 5 s at 16:9: base price × 1.2, rounded up (17 → 21, 29 → 35).
-        let body = json!({"model_name": "kling-v1-5", "mode": mode, "prompt": "a cat"});
-        let (status, created) = create(&app, Some(&client.jwt()), "text2video", &body).await;
-        assert_eq!(status, 200, "{created}");
-        let id = created["data"]["task_id"].as_str().unwrap().to_owned();
-        wait_for_task(&app, &client.jwt(), &format!("text2video/{id}"), "succeed").await;
+async fn every_kling_model_name_is_served_by_its_catalogue_model_and_sent_upstream_as_itself() {
+    let app = TestApp::builder().workers(2).spawn().await;
+    let client = kling_client(&app, 10_000).await;
+    // (endpoint, model_name (None: Kling's default), mode, the catalogue model, what Kling gets).
+    let cases = [
+        ("text2video", None, "std", "kling-v1-std", ("kling-v1", "std")),
+        ("text2video", Some("kling-v1"), "pro", "kling-v1-pro", ("kling-v1", "pro")),
+        ("text2video", Some("kling-v1-5"), "std", "kling-v1-5-std", ("kling-v1-5", "std")),
+        ("text2video", Some("kling-v1-5"), "pro", "kling-v1-5-pro", ("kling-v1-5", "pro")),
+        (
+            "text2video",
+            Some("kling-v2-master"),
+            "pro",
+            "kling-v2-master",
+            ("kling-v2-master", "std"),
+        ),
+        ("image2video", Some("kling-v2-1"), "std", "kling-v2-1-std", ("kling-v2-1", "std")),
+        ("image2video", Some("kling-v2-1"), "pro", "kling-v2-1-pro", ("kling-v2-1", "pro")),
+        (
+            "image2video",
+            Some("kling-v2-1-master"),
+            "std",
+            "kling-v2-1-master",
+            ("kling-v2-1-master", "std"),
+        ),
+        (
+            "text2video",
+            Some("kling-v2-5-turbo"),
+            "std",
+            "kling-v2-5-turbo-std",
+            ("kling-v2-5-turbo", "std"),
+        ),
+        (
+            "image2video",
+            Some("kling-v2-5-turbo"),
+            "pro",
+            "kling-v2-5-turbo-pro",
+            ("kling-v2-5-turbo", "pro"),
+        ),
+    ];
+    let mut tasks = Vec::new();
+    for (i, (endpoint, model_name, mode, _, _)) in cases.iter().enumerate() {
+        let mut body =
+            json!({"mode": mode, "prompt": "a cat", "external_task_id": format!("names-{i}")});
+        if let Some(name) = model_name {
+            body["model_name"] = json!(name);
+        }
+        if *endpoint == "image2video" {
+            body["image"] = json!(IMAGE);
+        }
+        let (status, created) = create(&app, Some(&client.jwt()), endpoint, &body).await;
+        assert_eq!(status, 200, "{body}: {created}");
+        tasks.push(created["data"]["task_id"].as_str().unwrap().to_owned());
+    }
+    let mut charged = 0;
+    for ((endpoint, _, _, model, upstream), id) in cases.iter().zip(&tasks) {
+        let done = wait_for_task(&app, &client.jwt(), &format!("{endpoint}/{id}"), "succeed").await;
         let generation: Value = app
             .user_get(&client.user, &format!("/v1/generations/{id}"))
             .await
             .json()
             .await
             .unwrap();
-        assert_eq!((&generation["model"], &generation["cost"]), (&json!(model), &json!(price)));
+        assert_eq!(generation["model"], *model, "{id}");
+        // What the task cost, in Kling's field.
+        assert_eq!(done["data"]["final_unit_deduction"], generation["cost"].to_string(), "{done}");
+        charged += generation["cost"].as_i64().unwrap();
+        let sent = app
+            .sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path == format!("/v1/videos/{endpoint}"))
+            .map(|r| r.body.unwrap())
+            .find(|body| body["external_task_id"] == id.as_str())
+            .expect("sent upstream");
+        assert_eq!((&sent["model_name"], &sent["mode"]), (&json!(upstream.0), &json!(upstream.1)));
     }
-    let sent: Vec<(Value, Value)> = app
-        .sim
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST" && r.path == "/v1/videos/text2video")
-        .map(|r| {
-            let body = r.body.unwrap();
-            (body["model_name"].clone(), body["mode"].clone())
-        })
+    // 5 s at 16:9: base price × 1.2 rounded up; Kling 1.5 (17 → 21, 29 → 35) as an example.
+    let v1_5: Vec<Value> = app
+        .user_get(&client.user, "/v1/generations?limit=100")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["model"].as_str().unwrap().starts_with("kling-v1-5"))
+        .map(|g| g["cost"].clone())
         .collect();
     assert_eq!(
-        sent,
-        [(json!("kling-v1-5"), json!("std")), (json!("kling-v1-5"), json!("pro"))],
-        "Kling's own names upstream"
+        BTreeSet::from_iter(v1_5.iter().map(|c| c.as_i64().unwrap())),
+        BTreeSet::from([21, 35])
     );
     // Kling 1.5 makes no multi-image videos: Kling's unknown-resource error, nothing charged.
     let body = json!({"model_name": "kling-v1-5", "mode": "std", "prompt": "two cats",
@@ -322,7 +385,73 @@ async fn kling_v1_5_is_served_by_its_catalogue_models_and_sent_upstream_as_kling
         404,
         1203,
     );
-    assert_eq!(app.balance(&client.user).await, 1000 - 21 - 35);
+    assert_eq!(app.balance(&client.user).await, 10_000 - charged);
+    app.assert_reconciled().await;
+}
+
+#[tokio::test]
+async fn a_last_frame_and_a_camera_movement_reach_kling_where_the_model_takes_them() {
+    let app = TestApp::builder().workers(1).spawn().await;
+    let client = kling_client(&app, 1000).await;
+    const LAST: &str = "https://img.example.com/last.png";
+    let body = json!({"model_name": "kling-v1", "mode": "pro", "prompt": "it turns",
+        "image": IMAGE, "image_tail": LAST,
+        "camera_control": {"type": "simple", "config": {"zoom": 5}}});
+    let (status, created) = create(&app, Some(&client.jwt()), "image2video", &body).await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["data"]["task_id"].as_str().unwrap().to_owned();
+    wait_for_task(&app, &client.jwt(), &format!("image2video/{id}"), "succeed").await;
+    let sent = app
+        .sim
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path == "/v1/videos/image2video")
+        .and_then(|r| r.body)
+        .expect("sent upstream");
+    let camera = json!({"type": "simple", "config": {"horizontal": 0.0, "vertical": 0.0,
+        "pan": 0.0, "tilt": 0.0, "roll": 0.0, "zoom": 5.0}});
+    assert_eq!((&sent["image"], &sent["image_tail"]), (&json!(IMAGE), &json!(LAST)));
+    assert_eq!(sent["camera_control"], camera);
+    // The generation shows them as the client's request.
+    let generation: Value =
+        app.user_get(&client.user, &format!("/v1/generations/{id}")).await.json().await.unwrap();
+    assert_eq!(generation["params"]["end_image_url"], LAST);
+    assert_eq!(generation["params"]["camera_control"], camera);
+
+    // Where the model does not take them, or they are malformed: Kling's 1201, nothing made.
+    for (endpoint, body, field) in [
+        (
+            "image2video",
+            json!({"model_name": "kling-v1", "mode": "std", "image": IMAGE,
+            "image_tail": LAST}),
+            "image_tail",
+        ),
+        (
+            "image2video",
+            json!({"model_name": "kling-v1", "mode": "pro", "image": IMAGE,
+            "image_tail": "bGFzdA=="}),
+            "image_tail",
+        ),
+        (
+            "text2video",
+            json!({"model_name": "kling-v2-master", "prompt": "a cat",
+            "camera_control": {"type": "down_back"}}),
+            "camera_control",
+        ),
+        (
+            "text2video",
+            json!({"model_name": "kling-v1", "prompt": "a cat",
+            "camera_control": {"type": "simple", "config": {"pan": 2, "tilt": 2}}}),
+            "camera_control.config",
+        ),
+    ] {
+        let answer = create(&app, Some(&client.jwt()), endpoint, &body).await;
+        assert_kling_error(&answer, 400, 1201);
+        assert!(answer.1["message"].as_str().unwrap().contains(field), "{field}: {}", answer.1);
+    }
+    let generations: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM generations").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(generations, 1);
     app.assert_reconciled().await;
 }
 
@@ -383,11 +512,16 @@ async fn unknown_models_bad_requests_and_insufficient_credits_change_nothing() {
     let jwt = client.jwt();
     let ok = json!({"model_name": "kling-v1-6", "mode": "pro", "prompt": "a cat"});
     let mut cases = Vec::new();
-    // Kling's names the catalogue does not map, and a model on an endpoint it does not offer.
+    // A name Kling does not have, and models on endpoints they do not offer.
     for (mode, body) in [
-        ("text2video", json!({"model_name": "kling-v2-master", "prompt": "a cat"})),
-        ("text2video", json!({"prompt": "a cat"})),
+        ("text2video", json!({"model_name": "kling-v9", "prompt": "a cat"})),
+        ("text2video", json!({"model_name": "kling-v2-1", "prompt": "a cat"})),
         ("text2video", json!({"model_name": "kling-video-o1", "prompt": "a cat"})),
+        (
+            "multi-image2video",
+            json!({"model_name": "kling-v2-5-turbo", "prompt": "two cats",
+            "image_list": [{"image": IMAGE}, {"image": IMAGE}]}),
+        ),
     ] {
         cases.push((create(&app, Some(&jwt), mode, &body).await, 404, 1203));
     }
@@ -505,52 +639,77 @@ async fn a_callback_url_gets_the_task_object_when_it_succeeds_retried_with_the_s
     let app = TestApp::builder().workers(1).spawn().await;
     let receiver = Receiver::scripted(vec![Reply::Status(500)]).await;
     let client = kling_client(&app, 10_000).await;
-    let body = json!({"model_name": "kling-v1-6", "mode": "pro", "prompt": "a cat [[sim:ok]]",
-        "duration": "5", "external_task_id": "my-cb-0001", "callback_url": receiver.url("/cb")});
+    // The task runs 2 s: the `processing` callback is made while the task is processing.
+    let body = json!({"model_name": "kling-v1-6", "mode": "pro",
+        "prompt": "a cat [[sim:ok]] [[sim:delay=2000]]", "duration": "5",
+        "external_task_id": "my-cb-0001", "callback_url": receiver.url("/cb")});
     let (status, created) = create(&app, Some(&client.jwt()), "text2video", &body).await;
     assert_eq!(status, 200, "{created}");
     let id = created["data"]["task_id"].as_str().unwrap().to_owned();
     let path = format!("text2video/{id}");
     let done = wait_for_task(&app, &client.jwt(), &path, "succeed").await;
-    // The 500, then the same delivery again after the schedule's first pause.
-    let received = receiver.wait_for(2, WAIT).await;
-    assert_eq!(received.len(), 2);
-    assert!(received.iter().all(|r| r.path == "/cb"));
-    assert!(received[0].id().starts_with("msg_"), "{:?}", received[0].headers);
-    assert_eq!(received[0].id(), received[1].id(), "one webhook-id");
-    assert_eq!(received[0].body, received[1].body, "the same bytes");
-    assert!(received[0].header("webhook-signature").starts_with("v1,"), "signed too");
-    assert_eq!(received[0].header("content-type"), "application/json");
-    let callback = received[0].json();
-    assert_eq!(callback["task_status"], "succeed", "{callback:#}");
-    assert_eq!(callback["task_info"], json!({"external_task_id": "my-cb-0001"}));
-    assert_callback_is_the_task(&callback, &done["data"]);
-    // What gengate itself accepts from Kling (its provider adapter) reads it as Kling's.
-    let update = gengate_shared::providers::kling::parse_callback(&received[0].body).unwrap();
-    assert_eq!(update.remote_task_id, id);
-    assert_eq!(update.external_id.as_deref(), Some("my-cb-0001"));
-    assert!(update.state.has_ended(), "{:?}", update.state);
-    assert_same_shape("callback", &fixture("text2video")["query"]["data"], &callback);
-    // Logged like any delivery; only the end is told (not the archive copy).
-    let logged = eventually("the callback delivered", WAIT, || async {
+    // Two callbacks, logged like any delivery: `processing` (the provider took the task; not
+    // `submitted`, at creation) and the end.
+    let logged = eventually("both callbacks delivered", WAIT, || async {
         let response =
             app.user_get(&client.user, &format!("/v1/generations/{id}/deliveries")).await;
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
         let data = body["data"].as_array().unwrap().clone();
-        (data.len() == 1 && data[0]["status"] == "delivered").then_some(data)
+        (data.len() == 2 && data.iter().all(|d| d["status"] == "delivered")).then_some(data)
     })
     .await;
-    assert_eq!(logged[0]["event"], "generation.completed");
-    assert_eq!(logged[0]["format"], "kling");
-    assert_eq!(logged[0]["attempts"], 2);
-    assert_eq!(logged[0]["id"], received[0].id());
-    assert_eq!(logged[0]["attempt_log"][0]["status_code"], 500);
+    let events: Vec<&str> = logged.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["generation.processing", "generation.completed"], "{logged:#?}");
+    assert!(logged.iter().all(|d| d["format"] == "kling"), "{logged:#?}");
+    // The first to arrive got the 500, and was sent again after the schedule's first pause.
+    let received = receiver.wait_for(3, WAIT).await;
+    assert_eq!(received.len(), 3);
+    assert!(received.iter().all(|r| r.path == "/cb"));
+    assert!(received[0].id().starts_with("msg_"), "{:?}", received[0].headers);
+    let retried: Vec<&Value> = logged.iter().filter(|d| d["attempts"] == 2).collect();
+    assert_eq!(retried.len(), 1, "{logged:#?}");
+    assert_eq!(retried[0]["attempt_log"][0]["status_code"], 500);
+    assert_eq!(retried[0]["id"], received[0].id());
+    assert_eq!(received[0].id(), received[1].id(), "one webhook-id");
+    assert_eq!(received[0].body, received[1].body, "the same bytes");
+    assert!(received.iter().all(|r| r.header("webhook-signature").starts_with("v1,")), "signed");
+    assert_eq!(received[0].header("content-type"), "application/json");
+    let arrived = |delivery: &Value| {
+        received.iter().find(|r| r.id() == delivery["id"]).expect("the logged delivery arrived")
+    };
+
+    // `processing`: the same task object, before its result.
+    let processing = arrived(&logged[0]).json();
+    assert_eq!(processing["task_status"], "processing", "{processing:#}");
+    assert_eq!(processing["task_id"], id);
+    assert_eq!(processing["task_status_msg"], "");
+    assert_eq!(processing["task_info"], json!({"external_task_id": "my-cb-0001"}));
+    assert_eq!(processing["task_result"], json!({"videos": []}));
+    assert_eq!(processing["created_at"], done["data"]["created_at"]);
+    let update = gengate_shared::providers::kling::parse_callback(&arrived(&logged[0]).body)
+        .expect("read as Kling's");
+    assert_eq!(update.remote_task_id, id);
+    assert!(!update.state.has_ended(), "{:?}", update.state);
+
+    // `succeed`: the task as a query answers it.
+    let callback = arrived(&logged[1]).json();
+    assert_eq!(callback["task_status"], "succeed", "{callback:#}");
+    assert_eq!(callback["task_info"], json!({"external_task_id": "my-cb-0001"}));
+    assert_callback_is_the_task(&callback, &done["data"]);
+    // What gengate itself accepts from Kling (its provider adapter) reads it as Kling's.
+    let update = gengate_shared::providers::kling::parse_callback(&arrived(&logged[1]).body)
+        .expect("read as Kling's");
+    assert_eq!(update.remote_task_id, id);
+    assert_eq!(update.external_id.as_deref(), Some("my-cb-0001"));
+    assert!(update.state.has_ended(), "{:?}", update.state);
+    assert_same_shape("callback", &fixture("text2video")["query"]["data"], &callback);
+    // Not told of the archive copy.
     app.wait_for_archive(&id).await;
     let response = app.user_get(&client.user, &format!("/v1/generations/{id}/deliveries")).await;
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["data"].as_array().unwrap().len(), 1, "{body:#}");
-    assert_eq!(receiver.received().len(), 2);
+    assert_eq!(body["data"].as_array().unwrap().len(), 2, "{body:#}");
+    assert_eq!(receiver.received().len(), 3);
     app.assert_reconciled().await;
 }
 
@@ -565,9 +724,23 @@ async fn a_failed_task_calls_back_failed() {
     assert_eq!(status, 200, "{created}");
     let id = created["data"]["task_id"].as_str().unwrap();
     let failed = wait_for_task(&app, &client.jwt(), &format!("text2video/{id}"), "failed").await;
-    let received = receiver.wait_for(1, WAIT).await;
-    assert_eq!(received.len(), 1);
-    let callback = received[0].json();
+    // `processing` and `failed` (in either order: the task ran 200 ms, and deliveries are not
+    // ordered).
+    let logged = eventually("both callbacks delivered", WAIT, || async {
+        let response =
+            app.user_get(&client.user, &format!("/v1/generations/{id}/deliveries")).await;
+        let body: Value = response.json().await.unwrap();
+        let data = body["data"].as_array().unwrap().clone();
+        (data.len() == 2 && data.iter().all(|d| d["status"] == "delivered")).then_some(data)
+    })
+    .await;
+    let events: BTreeSet<&str> = logged.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    assert_eq!(events, BTreeSet::from(["generation.processing", "generation.failed"]));
+    let received = receiver.wait_for(2, WAIT).await;
+    assert_eq!(received.len(), 2);
+    let failure = logged.iter().find(|d| d["event"] == "generation.failed").unwrap();
+    let end = received.iter().find(|r| r.id() == failure["id"]).expect("the end arrived");
+    let callback = end.json();
     assert_eq!(callback["task_status"], "failed", "{callback:#}");
     assert!(!callback["task_status_msg"].as_str().unwrap().is_empty(), "{callback:#}");
     assert_eq!(callback["task_result"], json!({"videos": []}));

@@ -347,6 +347,8 @@ async fn the_document_is_valid_openapi_3_1() {
         "aspect_ratio",
         "quality",
         "image_urls",
+        "end_image_url",
+        "camera_control",
         "sub_type",
         "metadata",
         "webhook_url",
@@ -361,8 +363,14 @@ async fn the_document_is_valid_openapi_3_1() {
     let events: Vec<&str> = webhooks.keys().map(String::as_str).collect();
     assert_eq!(
         events.iter().copied().collect::<BTreeSet<_>>(),
-        ["generation.archived", "generation.canceled", "generation.completed", "generation.failed"]
-            .into()
+        [
+            "generation.archived",
+            "generation.canceled",
+            "generation.completed",
+            "generation.failed",
+            "generation.processing"
+        ]
+        .into()
     );
     for (event, item) in webhooks {
         let post = &item["post"];

@@ -127,6 +127,8 @@ fn request(
             duration: Some(5),
             aspect_ratio: Some("16:9".to_owned()),
             image_urls: images.iter().map(|s| s.to_string()).collect(),
+            end_image_url: None,
+            camera_control: None,
             quality: None,
             sub_type: None,
         },

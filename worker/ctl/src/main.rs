@@ -156,8 +156,9 @@ enum EndpointsCommand {
         /// Only the requests of this API key of the user (default: every request of the user).
         #[arg(long)]
         key: Option<ApiKeyId>,
-        /// An event it receives (repeatable; default: all): generation.completed,
-        /// generation.failed, generation.canceled, generation.archived.
+        /// An event it receives (repeatable; default: all but generation.processing):
+        /// generation.processing, generation.completed, generation.failed, generation.canceled,
+        /// generation.archived.
         #[arg(long = "event", value_name = "EVENT")]
         events: Vec<String>,
         /// A note for operators.

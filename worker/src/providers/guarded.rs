@@ -248,6 +248,8 @@ mod tests {
                 duration: None,
                 aspect_ratio: None,
                 image_urls: Vec::new(),
+                end_image_url: None,
+                camera_control: None,
                 quality: None,
                 sub_type: None,
             },

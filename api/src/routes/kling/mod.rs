@@ -295,6 +295,14 @@ struct KlingTaskRequest {
     duration: Option<String>,
     /// image2video: the input image's URL (base64 is not supported).
     image: Option<String>,
+    /// image2video: the last frame's URL, for models that take one (`end_frame` in
+    /// `GET /v1/models`; Kling's pro modes of 1.0, 1.5, 1.6 and 2.1).
+    image_tail: Option<String>,
+    /// text2video and image2video, for models that take one (`camera_control` in
+    /// `GET /v1/models`): `{"type": "simple", "config": {"horizontal"|"vertical"|"pan"|"tilt"|
+    /// "roll"|"zoom": -10…10}}` (exactly one axis not zero), or a preset `type` (`down_back`,
+    /// `forward_up`, `right_turn_forward`, `left_turn_forward`) without `config`.
+    camera_control: Option<Value>,
     /// multi-image2video: `[{"image": url}]`; omni-video: `[{"image_url": url}]`.
     image_list: Option<Vec<Value>>,
     /// Where to be told when the task ends (`succeed` or `failed`): gengate POSTs the task
@@ -318,6 +326,9 @@ struct KlingTask {
     task_status: String,
     /// Why it failed (empty otherwise).
     task_status_msg: Option<String>,
+    /// What the task costs you now, in credits, as a string: taken at submit for a prepaid
+    /// model (and given back if it fails), `0` for a postpaid one until it succeeds.
+    final_unit_deduction: Option<String>,
     /// `{"external_task_id": …}` when the request gave one.
     task_info: Value,
     /// `{"videos": [{"id", "url", "duration"}]}` (empty until `succeed`).
@@ -334,8 +345,8 @@ struct KlingTask {
 #[allow(dead_code, reason = "documentation only")]
 #[schema(example = json!({"code": 0, "message": "SUCCEED", "request_id": "5f0c…",
     "data": {"task_id": "0192f0c4-0000-7000-8000-000000000001", "task_status": "succeed",
-        "task_status_msg": "", "task_info": {"external_task_id": "order-42"},
-        "task_result": {"videos": [{"id": "0192f0c4-0000-7000-8000-000000000001-0",
+        "task_status_msg": "", "final_unit_deduction": "42",
+        "task_info": {"external_task_id": "order-42"}, "task_result": {"videos": [{"id": "0192f0c4-0000-7000-8000-000000000001-0",
             "url": "https://gengate.example/files/…", "duration": "5"}]},
         "created_at": 1_764_950_000_000_i64, "updated_at": 1_764_950_030_000_i64}}))]
 struct KlingTaskAnswer {
@@ -355,7 +366,8 @@ struct KlingTaskAnswer {
 #[allow(dead_code, reason = "documentation only")]
 #[schema(example = json!({"code": 0, "message": "SUCCEED", "request_id": "5f0c…",
     "data": [{"task_id": "0192f0c4-0000-7000-8000-000000000001", "task_status": "processing",
-        "task_status_msg": "", "task_info": {}, "task_result": {"videos": []},
+        "task_status_msg": "", "final_unit_deduction": "42", "task_info": {},
+        "task_result": {"videos": []},
         "created_at": 1_764_950_000_000_i64, "updated_at": 1_764_950_010_000_i64}]}))]
 struct KlingTaskListAnswer {
     /// 0.

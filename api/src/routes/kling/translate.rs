@@ -76,9 +76,11 @@ pub(super) struct Translated {
     pub(super) callback: Option<Subscription>,
 }
 
-/// What a `callback_url` is told: a task's end (Kling's `succeed`, or `failed` for a failure or
-/// a cancellation). Kling also calls back on `submitted` and `processing`; gengate does not.
-const KLING_EVENTS: [Event; 3] = [Event::Completed, Event::Failed, Event::Canceled];
+/// What a `callback_url` is told: that the task is `processing` (the provider accepted it,
+/// `generation.processing`), and its end (Kling's `succeed`, or `failed` for a failure or a
+/// cancellation). Kling also calls back on `submitted` (at creation); gengate does not.
+const KLING_EVENTS: [Event; 4] =
+    [Event::Processing, Event::Completed, Event::Failed, Event::Canceled];
 
 fn text<'a>(
     body: &'a Map<String, Value>,
@@ -134,8 +136,6 @@ pub(super) fn translate(
             errors.push(format!("{field}: {why}"));
         }
     };
-    unsupported("camera_control", &mut errors, "not supported by gengate's models");
-    unsupported("image_tail", &mut errors, "an end frame is not supported");
     unsupported("static_mask", &mut errors, "motion brushes are not supported");
     unsupported("dynamic_masks", &mut errors, "motion brushes are not supported");
     unsupported("video_list", &mut errors, "reference videos are not supported");
@@ -195,6 +195,9 @@ pub(super) fn translate(
     if let Some(image) = text(body, "image", &mut errors) {
         images.extend(image_url(image, "image", &mut errors));
     }
+    let image_tail = text(body, "image_tail", &mut errors)
+        .filter(|tail| !tail.is_empty())
+        .and_then(|tail| image_url(tail, "image_tail", &mut errors));
     match body.get("image_list") {
         None | Some(Value::Null) => {}
         Some(Value::Array(list)) => {
@@ -250,6 +253,13 @@ pub(super) fn translate(
     if !images.is_empty() {
         submit.insert("image_urls".into(), json!(images));
     }
+    if let Some(tail) = image_tail {
+        submit.insert("end_image_url".into(), json!(tail));
+    }
+    // Kling's shape is gengate's: the catalogue checks it, and the model must take it.
+    if let Some(camera) = body.get("camera_control").filter(|v| !v.is_null()) {
+        submit.insert("camera_control".into(), camera.clone());
+    }
     if let Some(id) = external_task_id {
         submit.insert("metadata".into(), json!({ EXTERNAL_ID_METADATA: id }));
     }
@@ -265,6 +275,7 @@ pub(super) fn kling_field(mode: Mode, field: &str) -> String {
     let image_field = if mode == Mode::Image2Video { "image" } else { "image_list" };
     match field {
         "model" => "model_name".to_owned(),
+        "end_image_url" => "image_tail".to_owned(),
         f if f.starts_with("image_urls") => f.replacen("image_urls", image_field, 1),
         f => f.to_owned(),
     }
@@ -309,6 +320,16 @@ mod tests {
         let t = translate(Mode::OmniVideo, &body, &settings(), &hooks()).unwrap();
         assert_eq!(t.body["image_urls"], json!(["https://i/1.png"]));
         assert_eq!(t.body["model"], "kling-video-o1");
+
+        // A last frame and a camera movement are gengate's fields of the same meaning.
+        let camera = json!({"type": "simple", "config": {"zoom": 5}});
+        let body = json!({"model_name": "kling-v1-6", "mode": "pro", "image": "https://i/1.png",
+            "image_tail": "https://i/2.png", "camera_control": camera});
+        let t = translate(Mode::Image2Video, &body, &settings(), &hooks()).unwrap();
+        assert_eq!(t.body["image_urls"], json!(["https://i/1.png"]));
+        assert_eq!(t.body["end_image_url"], "https://i/2.png");
+        assert_eq!(t.body["camera_control"], camera);
+        assert_eq!(kling_field(Mode::Image2Video, "end_image_url"), "image_tail");
     }
 
     #[test]
@@ -320,7 +341,12 @@ mod tests {
             t.callback,
             Some(Subscription {
                 url: "https://hooks.example.com/kling".into(),
-                events: Some(vec![Event::Completed, Event::Failed, Event::Canceled]),
+                events: Some(vec![
+                    Event::Processing,
+                    Event::Completed,
+                    Event::Failed,
+                    Event::Canceled
+                ]),
                 format: Format::Kling,
             })
         );
