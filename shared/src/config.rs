@@ -582,6 +582,9 @@ pub struct WorkerSettings {
     /// accepted as `true` so that existing configuration files load; `false` is refused.
     #[serde(default)]
     pub confirm_webhooks_by_query: Option<bool>,
+    /// How often the whole ledger is reconciled (one worker of the deployment runs it; each run
+    /// is a row of `ledger_audits` and the metric `gengate_ledger_audits_total`); 0: never.
+    pub ledger_audit_interval_ms: u64,
     /// How often the sweeper looks for jobs stuck past their deadline or with a lost poll.
     pub sweep_interval_ms: u64,
     /// How often each worker looks in the database for polls that are due and publishes them

@@ -3,8 +3,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
 pub use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -40,14 +40,26 @@ const LATENCY_BUCKETS: &[f64] = &[
     60.0, 300.0, 1800.0,
 ];
 
+/// Buckets (seconds) for `gengate_http_request_duration_seconds`: an API answers in milliseconds,
+/// and `api.request_timeout_ms` (15 s by default) ends the slowest. 0.25 and 0.5 are bounds of
+/// their own, the balance query's target and alert threshold (seed 001).
+const HTTP_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0];
+
 /// Installs the process-wide Prometheus recorder (once) and returns the handle `/metrics` renders.
-/// Histograms are kept trimmed by a background upkeep task.
+/// Histograms are kept trimmed by a background upkeep task. The ledger's alerting counters are
+/// registered at 0 (see [`crate::ledger::register_metrics`]).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets(LATENCY_BUCKETS)
+                .expect("static, non-empty bucket list")
+                .set_buckets_for_metric(
+                    Matcher::Full("gengate_http_request_duration_seconds".into()),
+                    HTTP_BUCKETS,
+                )
                 .expect("static, non-empty bucket list")
                 .install_recorder()
                 .expect("the metrics recorder is installed once per process");
@@ -61,6 +73,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                     }
                 })
                 .expect("spawn the metrics upkeep thread");
+            crate::ledger::register_metrics();
             handle
         })
         .clone()

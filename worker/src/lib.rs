@@ -8,7 +8,8 @@
 //! - `gengate.archive` → copy a completed generation's result files into storage ([`archive`]);
 //! - `gengate.notify` → webhooks to clients (`handlers::notify`; retries published when due by
 //!   [`notify::scheduler`]);
-//! - the [`sweeper`] re-enqueues what the message flow lost.
+//! - the [`sweeper`] re-enqueues what the message flow lost;
+//! - the [`ledger_audit`] reconciles the whole ledger now and then.
 
 pub mod accepts;
 pub mod archive;
@@ -16,6 +17,7 @@ pub mod commits;
 pub mod consumer;
 pub mod context;
 pub mod handlers;
+pub mod ledger_audit;
 pub mod notify;
 pub mod poll_scheduler;
 pub mod providers;
@@ -75,6 +77,7 @@ pub async fn run(settings: Settings, addr_file: Option<PathBuf>) -> anyhow::Resu
         tasks.spawn(consumer::run(ctx.clone(), queue, in_hand, shutdown.clone(), grace));
     }
     tasks.spawn(sweeper::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(ledger_audit::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(poll_scheduler::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(notify::scheduler::run(ctx.clone(), shutdown.clone()));
     tasks.spawn(queue_depths::run(ctx.clone(), shutdown.clone()));

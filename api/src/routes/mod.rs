@@ -10,12 +10,12 @@ mod notifications;
 mod webhooks;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use gengate_http::ops::{self, Readiness};
@@ -60,7 +60,9 @@ pub fn router(ctx: ApiContext) -> Router {
     // The document also lists the probes merged below (`openapi::Document::publish`).
     document.publish(api);
     let app = app.fallback(|| async { ApiError::NotFound }).with_state(ctx.clone()).merge(probes);
-    with_middleware(&ctx, app).layer(middleware::from_fn_with_state(in_flight, shed_load))
+    with_middleware(&ctx, app)
+        .layer(middleware::from_fn_with_state(in_flight, shed_load))
+        .layer(middleware::from_fn(record_duration))
 }
 
 /// The operations listener (`api.ops_listen`, loopback by default): `/metrics`, `/healthz`,
@@ -73,7 +75,7 @@ pub fn ops_router(ctx: ApiContext) -> Router {
         app = app.merge(Router::from(operator_routes()));
     }
     let app = app.fallback(|| async { ApiError::NotFound }).with_state(ctx.clone()).merge(ops);
-    with_middleware(&ctx, app)
+    with_middleware(&ctx, app).layer(middleware::from_fn(record_duration))
 }
 
 /// What only operators and trusted servers call: the admin API and the failure report.
@@ -103,6 +105,40 @@ fn with_middleware(ctx: &ApiContext, app: Router) -> Router {
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
+}
+
+/// Records `gengate_http_request_duration_seconds{method, route, status}`: the time to the
+/// response's head (a streamed body is not waited for), outermost so that timeouts and shed
+/// requests count too. `route` is the matched template (`/v1/generations/{id}`), `unmatched` when
+/// no route matched: never the raw path, so the number of series stays bounded whatever clients
+/// send.
+async fn record_duration(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics::histogram!(
+        "gengate_http_request_duration_seconds",
+        "method" => method,
+        "route" => route.unwrap_or_else(|| "unmatched".to_owned()),
+        "status" => response.status().as_str().to_owned()
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The standard methods by name; any other (a client may send any token) as `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Answers 503 `overloaded` at once when the public listener already handles as many requests as

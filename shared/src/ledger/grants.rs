@@ -122,6 +122,7 @@ pub async fn grant(tx: &mut Tx, new: &NewGrant) -> Result<GrantOutcome, LedgerEr
     .bind(new.amount)
     .execute(&mut **tx)
     .await?;
+    super::settlement::count_written(&new.source.trans_type().name());
     let debt_settled = settle_debt(tx, new.user_id).await?;
     Ok(GrantOutcome { grant_id, created: true, debt_settled })
 }
@@ -194,7 +195,7 @@ pub(super) async fn forgive_debt(
         }
     }
     if paid_back > 0 {
-        return Err(LedgerError::Inconsistent(format!(
+        return Err(LedgerError::inconsistent(format!(
             "forgiving {amount} credits of debt, {paid_back} were never owed or paid"
         )));
     }

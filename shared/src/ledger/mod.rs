@@ -37,7 +37,7 @@ pub use queries::{
     Balance, EntryView, GrantView, SummaryLine, TimelinePage, TimelineQuery, balance,
     generation_entries, summary, timeline,
 };
-pub use reconcile::{Mismatch, ReconcileReport, reconcile};
+pub use reconcile::{Audit, Mismatch, ReconcileReport, audit_if_due, reconcile};
 pub use settlement::{
     ChargeOutcome, LedgerGeneration, charge, confirm, hold, net_charge, refund, release_hold,
     reserve, restore,
@@ -155,7 +155,62 @@ pub enum LedgerError {
     Inconsistent(String),
     /// A database failure.
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+impl LedgerError {
+    /// The books do not add up: counted in `gengate_ledger_inconsistencies_total` as it is found.
+    pub(crate) fn inconsistent(what: String) -> Self {
+        metrics::counter!("gengate_ledger_inconsistencies_total", "what" => "accounting")
+            .increment(1);
+        LedgerError::Inconsistent(what)
+    }
+}
+
+impl From<sqlx::Error> for LedgerError {
+    /// A `CHECK` constraint refusing a ledger write (`remaining BETWEEN 0 AND amount`,
+    /// `debt >= 0`: the last line against minting or losing credits) is an inconsistency too, and
+    /// counted as one.
+    fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err
+            && db.code().as_deref() == Some(CHECK_VIOLATION)
+        {
+            metrics::counter!("gengate_ledger_inconsistencies_total", "what" => "constraint")
+                .increment(1);
+        }
+        LedgerError::Database(err)
+    }
+}
+
+/// PostgreSQL's SQLSTATE for a `CHECK` constraint violation.
+const CHECK_VIOLATION: &str = "23514";
+
+/// Registers, at 0, the ledger's counters that alerts and dashboards watch, so that `rate()` and
+/// `increase()` see their first increment (a series that appears at 1 has no earlier sample to
+/// rise from) and a panel of credits moved shows 0 rather than nothing. Called once per process
+/// by [`crate::telemetry::metrics_handle`].
+pub(crate) fn register_metrics() {
+    for credits in [
+        "gengate_ledger_reserved_credits_total",
+        "gengate_ledger_held_credits_total",
+        "gengate_ledger_charged_credits_total",
+        "gengate_ledger_refunded_credits_total",
+        "gengate_ledger_settled_lower_credits_total",
+        "gengate_ledger_debt_created_credits_total",
+        "gengate_ledger_debt_settled_credits_total",
+        "gengate_ledger_restores_total",
+    ] {
+        metrics::counter!(credits).increment(0);
+    }
+    for outcome in ["applied", "none", "failed"] {
+        metrics::counter!("gengate_ledger_refunds_total", "outcome" => outcome).increment(0);
+    }
+    for what in ["accounting", "constraint"] {
+        metrics::counter!("gengate_ledger_inconsistencies_total", "what" => what).increment(0);
+    }
+    for outcome in ["clean", "mismatch", "error"] {
+        metrics::counter!("gengate_ledger_audits_total", "outcome" => outcome).increment(0);
+    }
 }
 
 impl Transient for LedgerError {

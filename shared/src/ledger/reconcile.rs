@@ -9,7 +9,9 @@
 //! - every hold: a postpaid job in flight holds its price, nothing else holds anything.
 
 use serde::Serialize;
-use sqlx::PgExecutor;
+use sqlx::PgPool;
+
+use crate::db::Tx;
 
 use crate::generation::{Billing, GenerationStatus};
 use crate::ids::UserId;
@@ -65,12 +67,23 @@ impl ReconcileReport {
     }
 }
 
-/// Checks the ledger of `user` (or of every user). Read-only; run it against a live system at any
-/// time (figures of jobs that move during the run may show as transient mismatches; run it again).
+/// Checks the ledger of `user` (or of every user). Read-only, and every figure is read from one
+/// snapshot of the database (a repeatable-read transaction), so it can run against a live system
+/// at any time: a job that moves during the run cannot show as a mismatch.
 pub async fn reconcile(
-    executor: impl PgExecutor<'_> + Copy,
+    pool: &PgPool,
     user: Option<UserId>,
 ) -> Result<ReconcileReport, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let report = check(&mut tx, user).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+async fn check(tx: &mut Tx, user: Option<UserId>) -> Result<ReconcileReport, sqlx::Error> {
     let mut report = ReconcileReport::default();
 
     let grants: Vec<(uuid::Uuid, UserId, i64, i64)> = sqlx::query_as(
@@ -83,7 +96,7 @@ pub async fn reconcile(
          WHERE $1::uuid IS NULL OR g.user_id = $1",
     )
     .bind(user)
-    .fetch_all(executor)
+    .fetch_all(&mut **tx)
     .await?;
     report.grants = count(&grants);
     for (id, user_id, expected, actual) in grants {
@@ -110,7 +123,7 @@ pub async fn reconcile(
              WHERE $1::uuid IS NULL OR g.user_id = $1",
     )
     .bind(user)
-    .fetch_all(executor)
+    .fetch_all(&mut **tx)
     .await?;
     report.generations = count(&generations);
     for GenerationCharge { id, user_id, status, billing, cost, final_cost, net } in generations {
@@ -144,7 +157,7 @@ pub async fn reconcile(
     )
     .bind(user)
     .bind(super::TransType::DebtSettlement.name())
-    .fetch_all(executor)
+    .fetch_all(&mut **tx)
     .await?;
     report.users = count(&users);
 
@@ -161,7 +174,7 @@ pub async fn reconcile(
     .bind(user)
     .bind(Billing::Postpaid)
     .bind([GenerationStatus::Queued, GenerationStatus::Submitted])
-    .fetch_all(executor)
+    .fetch_all(&mut **tx)
     .await?;
     report.holds = count(&holds);
     for (id, user_id, status, billing, cost, held) in holds {
@@ -190,6 +203,69 @@ pub async fn reconcile(
         }
     }
     Ok(report)
+}
+
+/// Arbitrary, fixed: the advisory lock that makes one periodic audit run at a time.
+const AUDIT_LOCK: i64 = 0x6c65_6467_6572_6175;
+
+/// Most mismatches an audit keeps in its `ledger_audits` row (the count is always whole).
+const AUDIT_SAMPLE: usize = 20;
+
+/// A periodic audit that ran.
+#[derive(Debug)]
+pub struct Audit {
+    /// What it found.
+    pub report: ReconcileReport,
+    /// How long the check took.
+    pub took: std::time::Duration,
+}
+
+/// The workers' periodic audit: runs [`reconcile`] over everyone unless another process is
+/// running it or one ran less than `every` ago (so that one run per interval happens across the
+/// whole deployment, however many workers ask), and records the run in `ledger_audits`.
+/// `None`: not due, or another process has it.
+pub async fn audit_if_due(
+    pool: &PgPool,
+    every: std::time::Duration,
+) -> Result<Option<Audit>, sqlx::Error> {
+    // The lock's transaction stays open while the check runs in a snapshot of its own, and
+    // records the run as it commits (which lets the next audit in).
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(AUDIT_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(None);
+    }
+    let due: bool = sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM ledger_audits
+                            WHERE ran_at > now() - make_interval(secs => $1))",
+    )
+    .bind(every.as_secs_f64())
+    .fetch_one(&mut *tx)
+    .await?;
+    if !due {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let report = reconcile(pool, None).await?;
+    let took = started.elapsed();
+    let sample = &report.mismatches[..report.mismatches.len().min(AUDIT_SAMPLE)];
+    sqlx::query(
+        "INSERT INTO ledger_audits (duration_ms, grants, generations, users, mismatches, sample)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(i64::try_from(took.as_millis()).unwrap_or(i64::MAX))
+    .bind(report.grants)
+    .bind(report.generations)
+    .bind(report.users)
+    .bind(count(&report.mismatches))
+    .bind(sqlx::types::Json(sample))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(Audit { report, took }))
 }
 
 /// How many rows were checked.

@@ -207,13 +207,23 @@ impl MoveColumns {
         if usize::try_from(adjusted).ok() != Some(distinct_grants)
             || usize::try_from(written).ok() != Some(self.entry_ids.len())
         {
-            return Err(LedgerError::Inconsistent(format!(
+            return Err(LedgerError::inconsistent(format!(
                 "adjusted {adjusted} of {distinct_grants} grants and wrote {written} of {} entries",
                 self.entry_ids.len()
             )));
         }
+        for trans_type in &self.types {
+            count_written(trans_type);
+        }
         Ok(())
     }
+}
+
+/// Counts one ledger entry written, by its transaction type: with
+/// `gengate_ledger_entries_voided_total`, the share of entries that refunds void.
+pub(super) fn count_written(trans_type: &str) {
+    metrics::counter!("gengate_ledger_entries_written_total", "trans_type" => trans_type.to_owned())
+        .increment(1);
 }
 
 /// Adds `deltas[i]` to the remaining credits of `grant_ids[i]` (negative to draw).
@@ -233,7 +243,7 @@ async fn adjust_grants(
     .await?
     .rows_affected();
     if usize::try_from(updated).ok() != Some(grant_ids.len()) {
-        return Err(LedgerError::Inconsistent(format!(
+        return Err(LedgerError::inconsistent(format!(
             "adjusted {updated} of {} grants",
             grant_ids.len()
         )));
@@ -274,6 +284,7 @@ async fn debt_entry(
     .bind(amount)
     .execute(&mut **tx)
     .await?;
+    count_written(&trans_type.name());
     Ok(())
 }
 
@@ -462,6 +473,8 @@ pub async fn confirm(
         debt_entry(tx, generation, trans_type, forgiven).await?;
         forgive_debt(tx, generation.user_id, forgiven).await?;
     }
+    metrics::counter!("gengate_ledger_settled_lower_credits_total")
+        .increment(excess.unsigned_abs());
     Ok(excess)
 }
 
@@ -469,24 +482,47 @@ pub async fn confirm(
 /// `voided_reason`), which returns each amount to the grant it came from. A grant that expired
 /// meanwhile gets its credits back expired: they are recorded but do not count in the balance.
 /// Repeating a refund changes nothing. Returns the credits given back.
+///
+/// Counted in `gengate_ledger_refunds_total{outcome}`: `applied` (entries voided), `none` (nothing
+/// left to void: a repeat, or a job that cost nothing) or `failed` (the refund returned an error;
+/// its transaction is rolled back and the message retried).
 pub async fn refund(
     tx: &mut Tx,
     generation: &LedgerGeneration,
     reason: &str,
 ) -> Result<i64, LedgerError> {
+    let result = void_entries(tx, generation, reason).await;
+    let outcome = match &result {
+        Ok((_, 0)) => "none",
+        Ok(_) => "applied",
+        Err(_) => "failed",
+    };
+    metrics::counter!("gengate_ledger_refunds_total", "outcome" => outcome).increment(1);
+    result.map(|(returned, _)| returned)
+}
+
+/// [`refund`]: returns the credits given back and how many entries were voided.
+async fn void_entries(
+    tx: &mut Tx,
+    generation: &LedgerGeneration,
+    reason: &str,
+) -> Result<(i64, usize), LedgerError> {
     lock_user(tx, generation.user_id).await?;
-    let voided: Vec<(Option<GrantId>, i64)> = sqlx::query_as(
+    let voided: Vec<(Option<GrantId>, i64, String)> = sqlx::query_as(
         "UPDATE ledger_entries SET is_voided = true, voided_at = now(), voided_reason = $2
          WHERE generation_id = $1 AND NOT is_voided
-         RETURNING grant_id, amount",
+         RETURNING grant_id, amount, trans_type",
     )
     .bind(generation.id)
     .bind(reason)
     .fetch_all(&mut **tx)
     .await?;
+    let entries = voided.len();
     let mut per_source: BTreeMap<Option<GrantId>, i64> = BTreeMap::new();
-    for (grant_id, amount) in voided {
+    for (grant_id, amount, trans_type) in voided {
         *per_source.entry(grant_id).or_default() -= amount;
+        metrics::counter!("gengate_ledger_entries_voided_total", "trans_type" => trans_type)
+            .increment(1);
     }
     let mut returned = 0;
     let mut forgiven = 0;
@@ -514,7 +550,7 @@ pub async fn refund(
         metrics::counter!("gengate_ledger_refunded_credits_total")
             .increment(returned.unsigned_abs());
     }
-    Ok(returned)
+    Ok((returned, entries))
 }
 
 /// Charges the generation up to `cost` in total: draws the missing part from usable grants in
@@ -548,6 +584,7 @@ async fn charge_up_to(
         metrics::counter!("gengate_ledger_debt_created_credits_total")
             .increment(debt_added.unsigned_abs());
     }
+    metrics::counter!("gengate_ledger_charged_credits_total").increment(missing.unsigned_abs());
     Ok(ChargeOutcome { from_grants, debt_added })
 }
 

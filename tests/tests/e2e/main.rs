@@ -14,6 +14,7 @@ mod import_legacy;
 mod jobs;
 mod kling_compat;
 mod lifecycle;
+mod observability;
 mod openapi;
 mod operations;
 mod providers;

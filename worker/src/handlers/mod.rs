@@ -124,6 +124,7 @@ pub async fn dispatch(
     envelope: &Envelope,
     redelivered: bool,
 ) -> Result<Outcome, HandlerError> {
+    record_wait(envelope);
     match envelope.kind {
         MessageKind::SubmitJob => submit_job::handle(ctx, envelope, redelivered).await,
         MessageKind::ProviderUpdate => provider_update::handle(ctx, envelope).await,
@@ -133,6 +134,20 @@ pub async fn dispatch(
         MessageKind::Archive => archive::handle(ctx, envelope).await,
         MessageKind::Notify => notify::handle(ctx, envelope).await,
     }
+}
+
+/// Records `gengate_message_wait_seconds{kind}`: how long a message waited, from its making (in
+/// the outbox, or by a scheduler when its poll or delivery fell due) to a worker starting on it.
+/// First attempts only: a retry waits in a delay tier on purpose. A message handled again
+/// (returned to its queue after a failure, or redelivered after its worker died) counts again,
+/// with its whole wait: the work waited that long.
+fn record_wait(envelope: &Envelope) {
+    if envelope.attempt > 0 {
+        return;
+    }
+    let waited = time::OffsetDateTime::now_utc() - envelope.created_at;
+    metrics::histogram!("gengate_message_wait_seconds", "kind" => envelope.kind.routing_key())
+        .record(waited.as_seconds_f64().max(0.0));
 }
 
 /// The message's generation, as the handlers see it (read in one statement with other
