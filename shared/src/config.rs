@@ -23,6 +23,7 @@ pub const DEFAULTS: &str = include_str!("config/defaults.toml");
 /// Settings that are lists; from the environment they are written comma-separated.
 const LIST_KEYS: &[&str] = &[
     "amqp.delay_tiers_ms",
+    "amqp.urls",
     "client_webhooks.retry_schedule_ms",
     "webhook.allowed_result_hosts",
     "webhook.allowed_result_origins",
@@ -467,11 +468,26 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
-    /// Connection URL; may carry a password, so it is a secret.
+    /// Connection URL of a single broker; may carry a password, so it is a secret. Ignored when
+    /// [`AmqpSettings::urls`] names the nodes of a cluster.
     pub url: SecretString,
     /// Read the URL from this file instead.
     #[serde(default)]
     pub url_file: Option<PathBuf>,
+    /// The URLs of a cluster's nodes (secrets, like `url`). When set, they replace `url`: every
+    /// (re)connection tries them in turn, starting at a node picked per process (so that
+    /// processes spread over the cluster) and, after a connection was lost, at the node after the
+    /// one it was on. From the environment: comma-separated.
+    #[serde(default)]
+    pub urls: Vec<SecretString>,
+    /// Read the nodes' URLs from this file instead (one per line).
+    #[serde(default)]
+    pub urls_file: Option<PathBuf>,
+    /// Replicas of each quorum queue when it is declared (`x-quorum-initial-group-size`), e.g. 3
+    /// on a cluster of three nodes; unset: the broker's default. Like `delivery_limit`, fixed for
+    /// a queue once declared.
+    #[serde(default)]
+    pub quorum_initial_group_size: Option<u32>,
     /// Prefix of every exchange and queue name (`gengate` gives `gengate.jobs`, …). Lets several
     /// deployments, or parallel test runs, share one broker without seeing each other's messages.
     pub prefix: String,
@@ -482,6 +498,47 @@ pub struct AmqpSettings {
     pub delay_tiers_ms: Vec<u64>,
     /// Upper bound for one connection attempt.
     pub connect_timeout_ms: u64,
+}
+
+impl AmqpSettings {
+    /// The broker nodes to connect to: [`AmqpSettings::urls`] if set, else the one `url`.
+    pub fn node_urls(&self) -> Vec<SecretString> {
+        if self.urls.is_empty() { vec![self.url.clone()] } else { self.urls.clone() }
+    }
+
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.url_file {
+            self.url = read_secret("amqp.url_file", path)?;
+        }
+        if let Some(path) = &self.urls_file {
+            let text = read_secret("amqp.urls_file", path)?;
+            self.urls = text
+                .expose_secret()
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .map(|line| SecretString::from(line.to_owned()))
+                .collect();
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (index, url) in self.node_urls().iter().enumerate() {
+            // The URL itself is a secret: the message names its position only.
+            if url.expose_secret().parse::<lapin::uri::AMQPUri>().is_err() {
+                return Err(ConfigError::Semantic(format!(
+                    "amqp.urls[{index}] (or amqp.url) is not an AMQP URL"
+                )));
+            }
+        }
+        if self.quorum_initial_group_size == Some(0) {
+            return Err(ConfigError::Semantic(
+                "amqp.quorum_initial_group_size must be at least 1 (or unset)".to_owned(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The API process.
@@ -667,9 +724,7 @@ impl Settings {
         if let Some(path) = &self.database.url_file {
             self.database.url = read_secret("database.url_file", path)?;
         }
-        if let Some(path) = &self.amqp.url_file {
-            self.amqp.url = read_secret("amqp.url_file", path)?;
-        }
+        self.amqp.read_secret_files()?;
         if let Some(path) = &self.api.admin_token_file {
             self.api.admin_token = Some(read_secret("api.admin_token_file", path)?);
         }
@@ -774,6 +829,7 @@ impl Settings {
         if self.amqp.prefix.is_empty() || self.amqp.prefix.contains(char::is_whitespace) {
             return fail("amqp.prefix must be a non-empty name without spaces");
         }
+        self.amqp.validate()?;
         if self.amqp.delivery_limit == 0 {
             return fail("amqp.delivery_limit must be at least 1");
         }
@@ -1018,6 +1074,48 @@ mod tests {
         }
         let typo = Settings::load_from(None, env(&[("GENGATE__PROFILE", "staging")]));
         assert!(typo.is_err(), "an unknown profile is refused");
+    }
+
+    #[test]
+    fn amqp_nodes_come_from_urls_or_the_single_url() {
+        let single = Settings::load_from(None, env(&[])).unwrap().amqp;
+        assert_eq!(single.node_urls().len(), 1);
+        assert_eq!(single.quorum_initial_group_size, None);
+        let cluster = Settings::load_from(
+            None,
+            env(&[
+                (
+                    "GENGATE__AMQP__URLS",
+                    "amqp://u:p@127.0.0.1:5701/%2f,amqp://u:p@127.0.0.1:5702/%2f",
+                ),
+                ("GENGATE__AMQP__QUORUM_INITIAL_GROUP_SIZE", "3"),
+            ]),
+        )
+        .unwrap()
+        .amqp;
+        let nodes: Vec<String> =
+            cluster.node_urls().iter().map(|u| u.expose_secret().to_owned()).collect();
+        assert_eq!(nodes, ["amqp://u:p@127.0.0.1:5701/%2f", "amqp://u:p@127.0.0.1:5702/%2f"]);
+        assert_eq!(cluster.quorum_initial_group_size, Some(3));
+        let one = Settings::load_from(None, env(&[("GENGATE__AMQP__URLS", "amqp://h:5701/%2f")]));
+        assert_eq!(one.unwrap().amqp.node_urls().len(), 1, "a list of one node");
+        let bad = Settings::load_from(
+            None,
+            env(&[("GENGATE__AMQP__URLS", "amqp://a:secret@h/%2f,nonsense")]),
+        );
+        assert!(
+            matches!(&bad, Err(ConfigError::Semantic(m)) if m.contains("amqp.urls[1]") && !m.contains("secret")),
+            "{bad:?}"
+        );
+        let zero =
+            Settings::load_from(None, env(&[("GENGATE__AMQP__QUORUM_INITIAL_GROUP_SIZE", "0")]));
+        assert!(zero.is_err());
+        let file = std::env::temp_dir().join(format!("gengate-urls-{}", std::process::id()));
+        std::fs::write(&file, "amqp://a/%2f\n\namqp://b/%2f\n").unwrap();
+        let from_file =
+            Settings::load_from(None, env(&[("GENGATE__AMQP__URLS_FILE", file.to_str().unwrap())]));
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(from_file.unwrap().amqp.node_urls().len(), 2);
     }
 
     #[test]

@@ -46,11 +46,18 @@ pub async fn every<F>(
     F: Fn(Arc<WorkerContext>) -> BoxFuture<'static, anyhow::Result<usize>>,
 {
     loop {
-        let published = match publish(ctx.clone()).await {
-            Ok(published) => published,
-            Err(err) => {
-                tracing::warn!(error = %err, "{what} not published; trying again");
-                0
+        // Without a broker nothing could be published, and what a round takes stays leased until
+        // its lease runs out: while the connection is being replaced (a node of a cluster went
+        // away), wait for it rather than take work that would then wait a whole lease.
+        let published = if !ctx.broker.is_connected() {
+            0
+        } else {
+            match publish(ctx.clone()).await {
+                Ok(published) => published,
+                Err(err) => {
+                    tracing::warn!(error = %err, "{what} not published; trying again");
+                    0
+                }
             }
         };
         if i64::try_from(published) == Ok(batch) {

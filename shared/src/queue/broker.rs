@@ -5,8 +5,15 @@
 //! handles short outages first). [`Broker::is_connected`] feeds `/readyz`; [`Broker::publish`]
 //! fails fast with [`BrokerError::Unavailable`] while there is no connection, which callers turn
 //! into "retry later" (the outbox keeps the row, webhook ingress answers 503).
+//!
+//! On a cluster (`amqp.urls`), a connection walks the nodes: it starts at a node picked per process
+//! (so processes spread over the cluster), tries each in turn, and the next connection starts at
+//! the node after the one that last worked. There lapin's auto-recovery is off, since it would
+//! keep knocking at the node that went away: a lost connection is replaced at once, on another
+//! node, and the consumers start again on it (as after any replaced connection).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -17,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::envelope::Envelope;
 use super::route::{Parcel, Route};
-use super::topology::Topology;
+use super::topology::{Topology, is_home_node_down};
 use crate::config::{AmqpSettings, redact_url};
 
 /// How long lapin's recovery may try before the supervisor gives up on the connection and makes a
@@ -57,7 +64,10 @@ pub struct Broker {
 }
 
 struct Inner {
-    url: SecretString,
+    /// The broker's nodes (one unless `amqp.urls` names a cluster's).
+    urls: Vec<SecretString>,
+    /// The node the next connection attempt starts at.
+    next_node: AtomicUsize,
     connection_name: String,
     topology: Topology,
     connect_timeout: Duration,
@@ -74,8 +84,9 @@ struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(redact_url).collect();
         f.debug_struct("Broker")
-            .field("url", &redact_url(&self.url))
+            .field("urls", &urls)
             .field("connection_name", &self.connection_name)
             .field("connected", &*self.connected.borrow())
             .finish()
@@ -85,9 +96,13 @@ impl std::fmt::Debug for Inner {
 impl Broker {
     /// A broker handle; nothing connects until [`Broker::connect`] or the supervisor runs.
     pub fn new(settings: &AmqpSettings, connection_name: &str) -> Self {
+        let urls = settings.node_urls();
+        // Processes spread over a cluster's nodes; a single broker is always node 0.
+        let first = if urls.len() > 1 { rand::random_range(0..urls.len()) } else { 0 };
         Self {
             inner: Arc::new(Inner {
-                url: settings.url.clone(),
+                urls,
+                next_node: AtomicUsize::new(first),
                 connection_name: connection_name.to_owned(),
                 topology: Topology::from_settings(settings),
                 connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
@@ -132,32 +147,88 @@ impl Broker {
             }
         }
         self.set_connection(None);
-        // lapin's own recovery rides out a broker restart: reconnect and replay the topology and
-        // consumers. Its default backoff grows to a minute between tries; a broker that is back
-        // in seconds should find its clients back in seconds.
-        let props = ConnectionProperties::default()
-            .with_connection_name(self.inner.connection_name.clone().into())
-            .enable_auto_recover()
-            .configure_backoff(|backoff| {
+        let nodes = self.inner.urls.len();
+        let first = self.inner.next_node.load(Ordering::Relaxed) % nodes;
+        let mut failure = BrokerError::Unavailable;
+        for step in 0..nodes {
+            let node = (first + step) % nodes;
+            let url = &self.inner.urls[node];
+            match self.connect_to(url, nodes > 1).await {
+                Ok(conn) => {
+                    // The next connection (after this one is lost) starts at the following node.
+                    self.inner.next_node.store((node + 1) % nodes, Ordering::Relaxed);
+                    tracing::info!(url = %redact_url(url), "connected to RabbitMQ");
+                    self.set_connection(Some(conn.clone()));
+                    return Ok(conn);
+                }
+                Err(err) => {
+                    if nodes > 1 {
+                        tracing::debug!(url = %redact_url(url), error = %err, "RabbitMQ node unusable; trying the next");
+                    }
+                    failure = err;
+                }
+            }
+        }
+        Err(failure)
+    }
+
+    /// A connection to one node, with the topology declared on it.
+    async fn connect_to(
+        &self,
+        url: &SecretString,
+        cluster: bool,
+    ) -> Result<Arc<Connection>, BrokerError> {
+        let mut props = ConnectionProperties::default()
+            .with_connection_name(self.inner.connection_name.clone().into());
+        if !cluster {
+            // lapin's own recovery rides out a broker restart: reconnect and replay the topology
+            // and consumers. Its default backoff grows to a minute between tries; a broker that
+            // is back in seconds should find its clients back in seconds. (On a cluster, the
+            // other nodes are the way out: see the module's documentation.)
+            props = props.enable_auto_recover().configure_backoff(|backoff| {
                 backoff
                     .with_min_delay(Duration::from_millis(200))
                     .with_max_delay(Duration::from_secs(2))
                     .with_max_times(150)
                     .with_jitter()
             });
+        }
         let conn = tokio::time::timeout(
             self.inner.connect_timeout,
-            Connection::connect(self.inner.url.expose_secret(), props),
+            Connection::connect(url.expose_secret(), props),
         )
         .await
         .map_err(|_| BrokerError::Unavailable)??;
         let conn = Arc::new(conn);
-        let channel = conn.create_channel().await?;
-        self.inner.topology.declare(&channel).await?;
-        let _ = channel.close(200, "topology declared".into()).await;
-        tracing::info!(url = %redact_url(&self.inner.url), "connected to RabbitMQ");
-        self.set_connection(Some(conn.clone()));
+        if let Err(err) = self.declare_topology(&conn).await {
+            let _ = conn.close(200, "topology not declared".into()).await;
+            return Err(err);
+        }
         Ok(conn)
+    }
+
+    async fn declare_topology(&self, conn: &Connection) -> Result<(), BrokerError> {
+        let topology = &self.inner.topology;
+        let channel = conn.create_channel().await?;
+        topology.declare_replicated(&channel).await?;
+        let _ = channel.close(200, "topology declared".into()).await;
+        // The dead-letter queue on a channel of its own: on a cluster, its node may be the one
+        // that is down, which must not keep the process off the nodes that are up. RabbitMQ keeps
+        // what it dead-letters from quorum queues (at-least-once) until the queue is back.
+        let channel = conn.create_channel().await?;
+        match topology.declare_dead_letter_queue(&channel).await {
+            Ok(()) => {
+                let _ = channel.close(200, "topology declared".into()).await;
+            }
+            Err(err) if is_home_node_down(&err) => {
+                tracing::warn!(
+                    queue = %topology.dead_letter_queue(),
+                    "the dead-letter queue's RabbitMQ node is down; dead letters wait until it is back"
+                );
+            }
+            Err(err) => return Err(err.into()),
+        }
+        Ok(())
     }
 
     fn current(&self) -> Option<Arc<Connection>> {

@@ -81,6 +81,8 @@ pub struct Topology {
     prefix: String,
     delivery_limit: u32,
     delay_tiers: Vec<Duration>,
+    /// `x-quorum-initial-group-size` of every quorum queue; `None`: the broker's default.
+    quorum_initial_group_size: Option<u32>,
 }
 
 impl Topology {
@@ -95,6 +97,7 @@ impl Topology {
                 .copied()
                 .map(Duration::from_millis)
                 .collect(),
+            quorum_initial_group_size: settings.quorum_initial_group_size,
         }
     }
 
@@ -159,6 +162,14 @@ impl Topology {
     /// no-op, so every process does this at start-up. (Different arguments make the broker close
     /// the channel with PRECONDITION_FAILED, which is reported, not papered over.)
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        self.declare_replicated(channel).await?;
+        self.declare_dead_letter_queue(channel).await
+    }
+
+    /// Declares the exchanges, the work queues and the delay tiers: everything but the
+    /// dead-letter queue. On a cluster, all of it survives the loss of a node (exchanges and
+    /// bindings live on every node, quorum queues on a majority).
+    pub async fn declare_replicated(&self, channel: &Channel) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
         for (exchange, kind) in [
             (self.exchange(), ExchangeKind::Topic),
@@ -170,7 +181,7 @@ impl Topology {
 
         let queue_options = QueueDeclareOptions { durable: true, ..Default::default() };
         for queue in WorkQueue::ALL {
-            let mut args = quorum_args();
+            let mut args = self.quorum_args();
             args.insert(
                 "x-delivery-limit".into(),
                 AMQPValue::LongInt(i32::try_from(self.delivery_limit).unwrap_or(i32::MAX)),
@@ -188,21 +199,8 @@ impl Topology {
                 .await?;
         }
 
-        channel
-            .queue_declare(self.dead_letter_queue().into(), queue_options, FieldTable::default())
-            .await?;
-        channel
-            .queue_bind(
-                self.dead_letter_queue().into(),
-                self.dead_letter_exchange().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-
         for tier in &self.delay_tiers {
-            let mut args = quorum_args();
+            let mut args = self.quorum_args();
             args.insert(
                 "x-message-ttl".into(),
                 AMQPValue::LongLongInt(i64::try_from(tier.as_millis()).unwrap_or(i64::MAX)),
@@ -225,14 +223,53 @@ impl Topology {
         }
         Ok(())
     }
+
+    /// Declares the dead-letter queue and its binding (after the exchanges). A classic queue: on
+    /// a cluster it lives on one node, and while that node is down the broker refuses to declare
+    /// it (NOT_FOUND, closing the channel); see [`is_home_node_down`].
+    pub async fn declare_dead_letter_queue(&self, channel: &Channel) -> lapin::Result<()> {
+        let queue_options = QueueDeclareOptions { durable: true, ..Default::default() };
+        channel
+            .queue_declare(self.dead_letter_queue().into(), queue_options, FieldTable::default())
+            .await?;
+        channel
+            .queue_bind(
+                self.dead_letter_queue().into(),
+                self.dead_letter_exchange().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn quorum_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), string("quorum"));
+        args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+        args.insert("x-overflow".into(), string("reject-publish"));
+        if let Some(size) = self.quorum_initial_group_size {
+            args.insert(
+                "x-quorum-initial-group-size".into(),
+                AMQPValue::LongInt(i32::try_from(size).unwrap_or(i32::MAX)),
+            );
+        }
+        args
+    }
 }
 
-fn quorum_args() -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), string("quorum"));
-    args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
-    args.insert("x-overflow".into(), string("reject-publish"));
-    args
+/// Whether `error` is the broker's refusal to declare a durable classic queue whose node is down
+/// (404 NOT_FOUND: "home node … of durable queue … is down or inaccessible").
+pub fn is_home_node_down(error: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => {
+            matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
+                && amqp.get_message().as_str().contains("down or inaccessible")
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +280,7 @@ impl Topology {
             prefix: "gengate".into(),
             delivery_limit: 5,
             delay_tiers: [1000, 5000, 30000].map(Duration::from_millis).to_vec(),
+            quorum_initial_group_size: None,
         }
     }
 }
@@ -272,6 +310,32 @@ mod tests {
         assert_eq!(t.dead_letter_queue(), "gengate.dlq");
         assert_eq!(t.delay_queue(Duration::from_secs(5)), "gengate.delay.5000ms");
         assert_eq!(t.all_queues().len(), 9, "five work queues, the DLQ and three delay tiers");
+    }
+
+    #[test]
+    fn quorum_queues_get_the_initial_group_size_when_one_is_set() {
+        let mut t = topology();
+        assert!(!t.quorum_args().contains_key("x-quorum-initial-group-size"));
+        t.quorum_initial_group_size = Some(3);
+        assert_eq!(
+            t.quorum_args().inner().get("x-quorum-initial-group-size"),
+            Some(&AMQPValue::LongInt(3))
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_queue_on_a_node_that_is_down_is_recognised() {
+        use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+        let refusal = |kind, message: &str| {
+            lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
+                AMQPErrorKind::Soft(kind),
+                message.into(),
+            )))
+        };
+        let down = "NOT_FOUND - home node 'rabbit@b' of durable queue 'gengate.dlq' in vhost '/' is down or inaccessible";
+        assert!(is_home_node_down(&refusal(AMQPSoftError::NOTFOUND, down)));
+        assert!(!is_home_node_down(&refusal(AMQPSoftError::NOTFOUND, "NOT_FOUND - no exchange")));
+        assert!(!is_home_node_down(&refusal(AMQPSoftError::PRECONDITIONFAILED, down)));
     }
 
     #[test]

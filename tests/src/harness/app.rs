@@ -29,6 +29,9 @@ pub struct TestAppBuilder {
     skip_ready_wait: bool,
     sim: SimConfig,
     s3: bool,
+    /// A cluster's node URLs (`amqp.urls`) and quorum replicas; none: the machine's broker.
+    amqp_nodes: Vec<String>,
+    quorum_initial_group_size: Option<u32>,
 }
 
 impl TestAppBuilder {
@@ -66,6 +69,15 @@ impl TestAppBuilder {
         self
     }
 
+    /// Connect every process (and the test's own broker connections) to these RabbitMQ nodes,
+    /// a cluster's (`amqp.urls`), instead of the machine's broker, and declare quorum queues with
+    /// `quorum_initial_group_size` replicas (`amqp.quorum_initial_group_size`).
+    pub fn amqp_nodes(mut self, urls: &[String], quorum_initial_group_size: Option<u32>) -> Self {
+        self.amqp_nodes = urls.to_vec();
+        self.quorum_initial_group_size = quorum_initial_group_size;
+        self
+    }
+
     /// Don't wait for `/readyz` to answer 200 (for tests of an unready stack).
     pub fn without_waiting_for_ready(mut self) -> Self {
         self.skip_ready_wait = true;
@@ -77,10 +89,12 @@ impl TestAppBuilder {
         gengate_shared::install_crypto_provider();
         let db = TestDatabase::create().await;
         // A test may set tiers of its own; the broker must know them to clean up every queue.
-        let broker = TestBroker::with_delay_tiers(
+        let broker = TestBroker::on_nodes(
             self.env
                 .get("GENGATE__AMQP__DELAY_TIERS_MS")
                 .map_or(super::broker::TEST_DELAY_TIERS_MS, String::as_str),
+            &self.amqp_nodes,
+            self.quorum_initial_group_size,
         );
         let sim = Simulator::start(self.sim).expect("start the provider simulator");
         let run_id = Uuid::now_v7().simple().to_string();
@@ -94,6 +108,12 @@ impl TestAppBuilder {
         env.insert("GENGATE__DATABASE__ACQUIRE_TIMEOUT_MS".to_owned(), "30000".to_owned());
         env.insert("GENGATE__AMQP__URL".to_owned(), amqp_url());
         env.insert("GENGATE__AMQP__PREFIX".to_owned(), broker.prefix().to_owned());
+        if !self.amqp_nodes.is_empty() {
+            env.insert("GENGATE__AMQP__URLS".to_owned(), self.amqp_nodes.join(","));
+        }
+        if let Some(size) = self.quorum_initial_group_size {
+            env.insert("GENGATE__AMQP__QUORUM_INITIAL_GROUP_SIZE".to_owned(), size.to_string());
+        }
         // The API's address is chosen before it starts: callback URLs and file links are built
         // from it (`api.public_base_url`), by the workers and by the API itself.
         // With `api.tls_cert_file` set, the API serves HTTPS only (its operations listener stays

@@ -22,6 +22,8 @@ pub struct TestBroker {
     /// What the test's processes are given (prefix, URL, delay tiers).
     settings: AmqpSettings,
     topology: Topology,
+    /// The broker's nodes: the machine's broker ([`amqp_url`]), or a cluster's.
+    urls: Vec<String>,
 }
 
 impl TestBroker {
@@ -34,13 +36,30 @@ impl TestBroker {
     /// A fresh, unique prefix whose processes use these delay tiers (`GENGATE__AMQP__DELAY_TIERS_MS`
     /// syntax), so that every tier queue they declare is deleted at the end too.
     pub fn with_delay_tiers(delay_tiers_ms: &str) -> Self {
+        Self::on_nodes(delay_tiers_ms, &[], None)
+    }
+
+    /// [`TestBroker::with_delay_tiers`] on the nodes of a cluster (`amqp.urls`; none: the
+    /// machine's broker), its quorum queues declared with `quorum_initial_group_size` replicas.
+    pub fn on_nodes(
+        delay_tiers_ms: &str,
+        urls: &[String],
+        quorum_initial_group_size: Option<u32>,
+    ) -> Self {
         let prefix = format!("t{}", &Uuid::now_v7().simple().to_string()[20..]);
         let mut vars = std::collections::BTreeMap::new();
         vars.insert("GENGATE__AMQP__PREFIX".to_owned(), prefix);
         vars.insert("GENGATE__AMQP__URL".to_owned(), amqp_url());
+        if !urls.is_empty() {
+            vars.insert("GENGATE__AMQP__URLS".to_owned(), urls.join(","));
+        }
+        if let Some(size) = quorum_initial_group_size {
+            vars.insert("GENGATE__AMQP__QUORUM_INITIAL_GROUP_SIZE".to_owned(), size.to_string());
+        }
         vars.insert("GENGATE__AMQP__DELAY_TIERS_MS".to_owned(), delay_tiers_ms.to_owned());
         let settings = Settings::load_from(None, Some(vars)).expect("test settings").amqp;
-        Self { topology: Topology::from_settings(&settings), settings }
+        let urls = if urls.is_empty() { vec![amqp_url()] } else { urls.to_vec() };
+        Self { topology: Topology::from_settings(&settings), settings, urls }
     }
 
     /// The prefix to give the processes under test (`GENGATE__AMQP__PREFIX`).
@@ -70,9 +89,7 @@ impl TestBroker {
 
     /// Takes every message currently in `queue` (acknowledging them), bodies parsed as JSON.
     pub async fn drain(&self, queue: &str) -> Vec<serde_json::Value> {
-        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
-            .await
-            .expect("connect");
+        let conn = connect_any(&self.urls).await.expect("connect");
         let channel = conn.create_channel().await.expect("channel");
         let mut bodies = Vec::new();
         while let Some(message) = channel
@@ -97,12 +114,12 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         let queues = self.topology.all_queues();
         let exchanges = self.topology.all_exchanges();
+        let urls = self.urls.clone();
         let _ = std::thread::spawn(move || {
             let runtime =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async move {
-                let conn =
-                    Connection::connect(&amqp_url(), ConnectionProperties::default()).await.ok()?;
+                let conn = connect_any(&urls).await?;
                 for queue in queues {
                     // A channel closes on a failed delete (queue never declared); use one each.
                     let channel = conn.create_channel().await.ok()?;
@@ -120,4 +137,14 @@ impl Drop for TestBroker {
         })
         .join();
     }
+}
+
+/// A plain connection to the first of `urls` that answers.
+async fn connect_any(urls: &[String]) -> Option<Connection> {
+    for url in urls {
+        if let Ok(conn) = Connection::connect(url, ConnectionProperties::default()).await {
+            return Some(conn);
+        }
+    }
+    None
 }

@@ -4,6 +4,7 @@ pub mod app;
 pub mod audit;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod credits;
 pub mod db;
 pub mod loopback;

@@ -20,6 +20,7 @@ mod operations;
 mod providers;
 mod security;
 mod serial;
+mod serial_cluster;
 mod settlement;
 mod simulator;
 mod submit;

@@ -34,10 +34,10 @@ pub async fn connect_db(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
 /// RabbitMQ (declaring the topology), with the reason spelled out when it cannot be reached.
 pub async fn connect_broker(settings: &Settings) -> anyhow::Result<Broker> {
     let broker = Broker::new(&settings.amqp, "gengatectl");
-    broker
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", redact_url(&settings.amqp.url)))?;
+    broker.connect().await.with_context(|| {
+        let nodes: Vec<String> = settings.amqp.node_urls().iter().map(redact_url).collect();
+        format!("connecting to {}", nodes.join(" or "))
+    })?;
     Ok(broker)
 }
 
