@@ -223,7 +223,7 @@ const BATCH_ITEM_ATTEMPTS: u32 = 4;
 /// applied in the order given, each seeing the ones before it: of two submits with one
 /// idempotency key the second replays the first, and a user's credits go to the earlier ones.
 ///
-/// Most batches are planned and written at once, in four round trips whatever their size (a lone
+/// Most batches are planned and written at once, in five round trips whatever their size (a lone
 /// submit's latency is mostly round trips). What that path cannot take (a key used before, a user
 /// with debt) goes one by one, each submit in a savepoint of its own, in the same transaction;
 /// a statement of the at-once path that fails sends the batch one by one in a new transaction.
@@ -273,20 +273,26 @@ enum Plans {
     Auto,
 }
 
-/// Begins a batch's transaction, sets how it is planned and locks its users' rows (in id order),
-/// in one round trip: the three go as one simple query, whose text carries the ids (UUIDs,
-/// formatted here; never a client's text).
+/// Begins a batch's transaction, sets how it is planned, and locks its users' rows (in id order).
+///
+/// `BEGIN` and `SET LOCAL` go as one simple query, the locks as a statement of their own inside
+/// the transaction. Taking locks can fail (a deadlock, a lock wait cut short): inside the `BEGIN`
+/// statement such a failure left the connection in an aborted transaction that sqlx, which rolls
+/// back only a transaction it has seen begin, returned to the pool, and every later user of that
+/// connection failed. Inside the transaction, a failure drops it and sqlx rolls it back.
 async fn begin_locking(pool: &PgPool, users: &[UserId], plans: Plans) -> Result<Tx, sqlx::Error> {
-    let ids: Vec<String> = users.iter().map(|user| format!("'{user}'")).collect();
-    let plans = match plans {
-        Plans::Generic => "SET LOCAL plan_cache_mode = force_generic_plan; ",
-        Plans::Auto => "",
+    let mut tx = match plans {
+        Plans::Generic => {
+            pool.begin_with("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan").await?
+        }
+        Plans::Auto => pool.begin().await?,
     };
-    let sql = format!(
-        "BEGIN; {plans}SELECT FROM users WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
-        ids.join(", ")
-    );
-    pool.begin_with(sqlx::AssertSqlSafe(sql)).await
+    let ids: Vec<uuid::Uuid> = users.iter().map(|user| user.0).collect();
+    sqlx::query("SELECT FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// One user of a batch as [`submit_at_once`] reads them: id, debt, held, usable grants (see

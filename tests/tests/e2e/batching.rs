@@ -441,3 +441,47 @@ async fn a_worker_killed_between_a_batch_commit_and_its_acks_applies_nothing_twi
     assert_eq!(app.balance(&user).await, COST * (100 - i64::try_from(JOBS).unwrap()));
     app.assert_reconciled().await;
 }
+
+#[tokio::test]
+async fn a_batch_whose_user_locks_cannot_be_taken_leaves_no_connection_broken() {
+    let app = TestApp::spawn().await;
+    let user = app.create_user(10_000).await;
+    // Another transaction holds the user's row, so the batch waits for it …
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT FROM users WHERE id = $1::uuid FOR UPDATE")
+        .bind(&user.id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    // … and its lock statement is cut short while it waits (as a deadlock or a lock timeout would).
+    let cut_short = async {
+        let canceled: bool = eventually(
+            "the batch waiting for the user's lock",
+            Duration::from_secs(30),
+            || async {
+                sqlx::query_scalar(
+                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()
+                       AND wait_event_type = 'Lock'",
+                )
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap()
+            },
+        )
+        .await;
+        assert!(canceled);
+        holder.rollback().await.unwrap();
+    };
+    let body = job("waits for its lock");
+    let (waited, ()) = tokio::join!(app.submit(&user, &body), cut_short);
+    // That submit failed as a whole (nothing written, the client may retry) …
+    assert!(waited.status().is_server_error(), "{}", waited.status());
+    // … and every connection the API has still works: as many requests as its pool has
+    // connections, and more, are answered as usual.
+    for i in 0..12 {
+        app.submit_ok(&user, &job(&format!("after the canceled batch {i}"))).await;
+        assert_eq!(app.user_get(&user, "/v1/credits").await.status(), 200);
+    }
+    app.assert_reconciled().await;
+}
