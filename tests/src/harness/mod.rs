@@ -9,6 +9,7 @@ pub mod credits;
 pub mod db;
 pub mod loopback;
 pub mod metrics;
+pub mod outages;
 pub mod process;
 pub mod receiver;
 pub mod s3;

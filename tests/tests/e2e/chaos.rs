@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use gengate_shared::ledger;
 use gengate_sim::{Rates, SimConfig};
 use gengate_tests::harness::metrics::metric_total;
+use gengate_tests::harness::outages::post_until_answered;
 use gengate_tests::harness::receiver::Receiver;
 use gengate_tests::harness::{restart_postgres, restart_rabbitmq, service_restarts_skipped};
 use gengate_tests::{TestApp, TestUser};
@@ -343,30 +344,12 @@ async fn submit_until_answered(
     let body = json!({"model": "kling-v1-6-std", "mode": "text2video", "prompt": format!("chaos job {i}"),
                       "webhook_url": webhook_url,
                       "webhook_events": ["generation.completed", "generation.failed", "generation.canceled"]});
-    let give_up = Instant::now() + Duration::from_secs(120);
-    let mut pause = Duration::from_millis(100);
-    loop {
-        let response = http
-            .post(format!("{api_url}/v1/generations"))
-            .bearer_auth(&user.key)
-            .header("Idempotency-Key", format!("chaos-{i}"))
-            .timeout(Duration::from_secs(10))
-            .json(&body)
-            .send()
-            .await;
-        match response {
-            Ok(r) if r.status() == 202 => {
-                let g: Value = r.json().await.expect("generation JSON");
-                return Submitted::Accepted(g["id"].as_str().unwrap().to_owned());
-            }
-            Ok(r) if r.status().is_client_error() && r.status() != 408 && r.status() != 429 => {
-                return Submitted::Refused(r.status().as_u16());
-            }
-            _ => {}
-        }
-        assert!(Instant::now() < give_up, "job {i} got no answer for 2 min");
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+    let url = format!("{api_url}/v1/generations");
+    let key = format!("chaos-{i}");
+    let give_up = Duration::from_secs(120);
+    match post_until_answered(http, &url, &user.key, Some(&key), &body, 202, give_up).await {
+        Ok(generation) => Submitted::Accepted(generation["id"].as_str().unwrap().to_owned()),
+        Err((status, _)) => Submitted::Refused(status),
     }
 }
 

@@ -17,9 +17,13 @@ use gengate_shared::queue::WorkQueue;
 use gengate_sim::SimConfig;
 use gengate_tests::harness::cluster::{NODES, RabbitCluster};
 use gengate_tests::harness::eventually;
+use gengate_tests::harness::outages::post_until_answered;
 use gengate_tests::{TestApp, TestUser};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Mutex;
+
+/// How long a submit or a cancel may go unanswered while a node is lost.
+const MINUTE: Duration = Duration::from_secs(60);
 
 const USERS: usize = 3;
 const WORKERS: usize = 2;
@@ -297,55 +301,21 @@ async fn submit(
 ) -> String {
     let body = json!({"model": "kling-v1-6-std", "mode": "text2video",
                       "prompt": format!("cluster job {i} {}", fate.marker())});
-    let give_up = Instant::now() + Duration::from_secs(60);
-    loop {
-        let response = http
-            .post(format!("{api_url}/v1/generations"))
-            .bearer_auth(&user.key)
-            .header("Idempotency-Key", format!("cluster-{i}"))
-            .timeout(Duration::from_secs(10))
-            .json(&body)
-            .send()
-            .await;
-        match response {
-            Ok(r) if r.status() == 202 => {
-                let g: Value = r.json().await.expect("generation JSON");
-                return g["id"].as_str().expect("id").to_owned();
-            }
-            Ok(r) if r.status().is_client_error() && r.status() != 408 && r.status() != 429 => {
-                panic!("job {i} refused: {} {}", r.status(), r.text().await.unwrap_or_default());
-            }
-            _ => {}
-        }
-        assert!(Instant::now() < give_up, "job {i} got no answer for a minute");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = format!("{api_url}/v1/generations");
+    let key = format!("cluster-{i}");
+    match post_until_answered(http, &url, &user.key, Some(&key), &body, 202, MINUTE).await {
+        Ok(generation) => generation["id"].as_str().expect("id").to_owned(),
+        Err((status, why)) => panic!("job {i} refused: {status} {why}"),
     }
 }
 
 /// Cancels job `id`, retrying until the API answers 200.
 async fn cancel(http: &reqwest::Client, api_url: &str, user: &TestUser, id: &str) {
-    let give_up = Instant::now() + Duration::from_secs(60);
-    loop {
-        let response = http
-            .post(format!("{api_url}/v1/generations/{id}/cancel"))
-            .bearer_auth(&user.key)
-            .timeout(Duration::from_secs(10))
-            .json(&json!({}))
-            .send()
-            .await;
-        match response {
-            Ok(r) if r.status() == 200 => return,
-            Ok(r) if r.status().is_client_error() && r.status() != 408 && r.status() != 429 => {
-                panic!(
-                    "cancel {id} refused: {} {}",
-                    r.status(),
-                    r.text().await.unwrap_or_default()
-                );
-            }
-            _ => {}
-        }
-        assert!(Instant::now() < give_up, "cancel {id} got no answer for a minute");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = format!("{api_url}/v1/generations/{id}/cancel");
+    if let Err((status, why)) =
+        post_until_answered(http, &url, &user.key, None, &json!({}), 200, MINUTE).await
+    {
+        panic!("cancel {id} refused: {status} {why}");
     }
 }
 
