@@ -305,8 +305,9 @@ struct KlingTaskRequest {
     camera_control: Option<Value>,
     /// multi-image2video: `[{"image": url}]`; omni-video: `[{"image_url": url}]`.
     image_list: Option<Vec<Value>>,
-    /// Where to be told when the task ends (`succeed` or `failed`): gengate POSTs the task
-    /// object there, as a query answers its `data`, retried like any client webhook (and signed
+    /// Where to be told when the task starts `processing` and when it ends (`succeed` or
+    /// `failed`): gengate POSTs the task object there, as a query answers its `data`, retried
+    /// like any client webhook (and signed
     /// with the Standard Webhooks headers, which a Kling client may ignore). The URL must pass the
     /// client webhook address rules (`https`, public hosts); empty or absent: no callback.
     callback_url: Option<String>,
@@ -400,7 +401,7 @@ struct KlingErrorAnswer {
 /// validation, price, reservation and queue) and answered in Kling's shape, `task_status`
 /// `submitted`. Authenticate with a gengate API key or a Kling JWT (HS256, `iss` = access key).
 /// A `callback_url` is POSTed the task object (as a query answers its `data`) when the task
-/// becomes `succeed` or `failed`, delivered and retried as any client webhook.
+/// becomes `processing`, `succeed` or `failed`, delivered and retried as any client webhook.
 #[utoipa::path(
     post,
     path = "/kling/v1/videos/{mode}",
